@@ -1,0 +1,45 @@
+"""cffi build script for aiouring's native module (API mode, against liburing).
+
+Declarative on purpose: the cdef is `cdef.h`, the C is `helpers.c`; this file
+only wires them together and stops with a useful message when liburing's
+headers are missing.
+"""
+import os
+import sys
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _check_liburing() -> None:
+    dirs = ["/usr/include", "/usr/local/include"] + os.environ.get("CPATH", "").split(":")
+    if not any(d and os.path.exists(os.path.join(d, "liburing.h")) for d in dirs):
+        sys.exit(
+            "aiouring: liburing's headers (liburing.h) were not found.\n"
+            "On Debian/Ubuntu install them with:  apt-get install liburing-dev\n"
+            "(make setup does this for you)."
+        )
+
+
+_check_liburing()
+
+ffibuilder = FFI()
+ffibuilder.cdef(_read("cdef.h"))
+ffibuilder.set_source(
+    "aiouring._native._uring",
+    '#include "helpers.h"\n',
+    sources=[os.path.relpath(os.path.join(HERE, "helpers.c"))],
+    include_dirs=[os.path.relpath(HERE)],
+    libraries=["uring"],
+    extra_compile_args=["-O2", "-Wall"] + os.environ.get("AIOURING_CFLAGS", "").split(),
+    extra_link_args=os.environ.get("AIOURING_LDFLAGS", "").split(),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

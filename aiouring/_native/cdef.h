@@ -1,0 +1,73 @@
+/* What Python sees of the native module: exactly what aiouring uses. */
+#define IORING_SETUP_CQSIZE ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_TASKRUN_FLAG ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_SETUP_DEFER_TASKRUN ...
+#define IORING_SETUP_SQPOLL ...
+#define IORING_CQE_F_BUFFER ...
+#define IORING_CQE_F_MORE ...
+#define IORING_CQE_BUFFER_SHIFT ...
+#define IORING_SQ_CQ_OVERFLOW ...
+#define IORING_SQ_TASKRUN ...
+#define IORING_FEAT_NODROP ...
+#define IORING_OP_READ ...
+#define IORING_OP_WRITE ...
+#define IORING_OP_READV ...
+#define IORING_OP_WRITEV ...
+#define IORING_OP_ASYNC_CANCEL ...
+#define IORING_OP_PROVIDE_BUFFERS ...
+#define AIOU_OP_READ_MULTISHOT ...
+#define AIOU_UD_ID_BITS ...
+#define AIOU_MAX_GROUPS ...
+
+struct iovec {
+    void *iov_base;
+    size_t iov_len;
+};
+
+struct aiou_ring {
+    int eventfd;
+    unsigned setup_flags;
+    unsigned features;
+    unsigned sq_entries;
+    unsigned cq_entries;
+    unsigned long long submitted;
+    unsigned long long reaped;
+    ...;
+};
+
+int aiou_ring_open(struct aiou_ring **out, unsigned entries,
+                   unsigned cq_entries, unsigned flags);
+void aiou_ring_close(struct aiou_ring *r);
+
+int aiou_prep_nop(struct aiou_ring *r, uint64_t ud);
+int aiou_prep_read(struct aiou_ring *r, int fd, void *buf, unsigned nbytes,
+                   int64_t offset, uint64_t ud);
+int aiou_prep_write(struct aiou_ring *r, int fd, const void *buf,
+                    unsigned nbytes, int64_t offset, uint64_t ud);
+int aiou_prep_readv(struct aiou_ring *r, int fd, const struct iovec *iov,
+                    unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
+                     unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud);
+int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud);
+int aiou_prep_cancel_fd(struct aiou_ring *r, int fd, uint64_t ud);
+int aiou_prep_read_select(struct aiou_ring *r, int fd, unsigned short bgid,
+                          unsigned nbytes, uint64_t ud);
+int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                             uint64_t ud);
+
+int aiou_submit(struct aiou_ring *r);
+int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
+unsigned aiou_sq_pending(struct aiou_ring *r);
+unsigned aiou_sq_flags(struct aiou_ring *r);
+int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
+              unsigned char *arena, unsigned arena_size);
+
+int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
+                     unsigned entries, unsigned bufsize);
+int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+
+int aiou_probe_opcodes(unsigned char *supported, unsigned max,
+                       unsigned *last_op);

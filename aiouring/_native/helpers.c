@@ -1,0 +1,411 @@
+/* aiouring native helpers; see helpers.h for the contract. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+#include "helpers.h"
+
+int aiou_ring_open(struct aiou_ring **out, unsigned entries,
+                   unsigned cq_entries, unsigned flags)
+{
+    struct io_uring_params p;
+    struct aiou_ring *r;
+    int ret;
+
+    *out = NULL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->eventfd = -1;
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    ret = io_uring_queue_init_params(entries, &r->ring, &p);
+    if (ret < 0) {
+        free(r);
+        return ret;
+    }
+    r->setup_flags = p.flags;
+    r->features = p.features;
+    r->sq_entries = p.sq_entries;
+    r->cq_entries = p.cq_entries;
+    r->eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->eventfd < 0) {
+        ret = -errno;
+        goto fail;
+    }
+    /* The plain variant: the _async one never fires for poll-driven TUN
+     * reads, which complete through task work rather than io-wq. */
+    ret = io_uring_register_eventfd(&r->ring, r->eventfd);
+    if (ret < 0)
+        goto fail;
+    *out = r;
+    return 0;
+fail:
+    if (r->eventfd >= 0)
+        close(r->eventfd);
+    io_uring_queue_exit(&r->ring);
+    free(r);
+    return ret;
+}
+
+static void bufring_free(struct aiou_bufring *b)
+{
+    if (b->br)
+        munmap(b->br, b->ring_bytes);
+    if (b->bufs)
+        munmap(b->bufs, b->bufs_bytes);
+    free(b);
+}
+
+void aiou_ring_close(struct aiou_ring *r)
+{
+    unsigned i;
+
+    if (!r)
+        return;
+    io_uring_unregister_eventfd(&r->ring);
+    for (i = 0; i < AIOU_MAX_GROUPS; i++) {
+        if (r->groups[i]) {
+            io_uring_unregister_buf_ring(&r->ring, i);
+            bufring_free(r->groups[i]);
+            r->groups[i] = NULL;
+        }
+    }
+    io_uring_queue_exit(&r->ring);
+    close(r->eventfd);
+    free(r);
+}
+
+/* An SQE, submitting what is queued first if the SQ is full. */
+static struct io_uring_sqe *get_sqe(struct aiou_ring *r, int *err)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    int ret;
+
+    if (sqe)
+        return sqe;
+    ret = io_uring_submit(&r->ring);
+    if (ret < 0) {
+        *err = ret;
+        return NULL;
+    }
+    r->submitted += ret;
+    sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe)
+        *err = -EBUSY;
+    return sqe;
+}
+
+#define GET_SQE_OR_RETURN(r, sqe)          \
+    int err_ = 0;                          \
+    struct io_uring_sqe *sqe = get_sqe((r), &err_); \
+    if (!sqe)                              \
+        return err_;
+
+int aiou_prep_nop(struct aiou_ring *r, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_nop(sqe);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_read(struct aiou_ring *r, int fd, void *buf, unsigned nbytes,
+                   int64_t offset, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_read(sqe, fd, buf, nbytes, (__u64)offset);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_write(struct aiou_ring *r, int fd, const void *buf,
+                    unsigned nbytes, int64_t offset, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_write(sqe, fd, buf, nbytes, (__u64)offset);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_readv(struct aiou_ring *r, int fd, const struct iovec *iov,
+                    unsigned nr, int64_t offset, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_readv(sqe, fd, iov, nr, (__u64)offset);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
+                     unsigned nr, int64_t offset, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_writev(sqe, fd, iov, nr, (__u64)offset);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_cancel64(sqe, target, 0);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_cancel_fd(struct aiou_ring *r, int fd, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_read_select(struct aiou_ring *r, int fd, unsigned short bgid,
+                          unsigned nbytes, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_rw(IORING_OP_READ, sqe, fd, NULL, nbytes, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                             uint64_t ud)
+{
+    /* liburing 2.3 has no io_uring_prep_read_multishot (2.6): fill the SQE
+     * the way the newer helper does; nbytes 0 means "the buffer's size". */
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_rw(AIOU_OP_READ_MULTISHOT, sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+    sqe->user_data = ud;
+    return 0;
+}
+
+int aiou_submit(struct aiou_ring *r)
+{
+    int ret = io_uring_submit(&r->ring);
+    if (ret > 0)
+        r->submitted += ret;
+    return ret;
+}
+
+/* Submit what is queued and block until a CQE is ready or timeout_ms passes
+ * (used only by close, to wait for the CQEs of cancelled ops). */
+int aiou_wait(struct aiou_ring *r, unsigned timeout_ms)
+{
+    struct __kernel_timespec ts;
+    struct io_uring_cqe *cqe;
+    int ret;
+
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+    ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+    if (ret > 0)
+        r->submitted += ret;
+    return ret == -ETIME ? 0 : ret;
+}
+
+unsigned aiou_sq_pending(struct aiou_ring *r)
+{
+    return io_uring_sq_ready(&r->ring);
+}
+
+unsigned aiou_sq_flags(struct aiou_ring *r)
+{
+    return IO_URING_READ_ONCE(*r->ring.sq.kflags);
+}
+
+static int needs_enter(struct aiou_ring *r)
+{
+    unsigned f = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+    return (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+/* Copy up to `max` CQEs into out[4*i .. 4*i+3] = (user_data, res, flags,
+ * arena offset or -1), advance the CQ once, and recycle every provided
+ * buffer after copying its bytes into `arena`.  Stops early rather than
+ * overflow the arena; the rest stays in the CQ for the next call.
+ *
+ * With DEFER_TASKRUN nothing is posted until the submitter enters the
+ * kernel, and since 6.13 one entry runs at most 20 task-work items, so the
+ * loop enters again while the kernel says work is pending (IORING_SQ_TASKRUN
+ * needs IORING_SETUP_TASKRUN_FLAG) and there is room for more. */
+int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
+              unsigned char *arena, unsigned arena_size)
+{
+    struct io_uring *ring = &r->ring;
+    unsigned n = 0, used = 0, i;
+    int defer = (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+    int entered = 0, full = 0;
+    unsigned char touched[AIOU_MAX_GROUPS];
+
+    memset(touched, 0, sizeof(touched));
+    while (n < max && !full) {
+        unsigned head, tail, mask, count = 0;
+
+        if ((defer && !entered) || needs_enter(r)) {
+            int ret = io_uring_get_events(ring);
+            entered = 1;
+            if (ret < 0 && ret != -EAGAIN && ret != -EBUSY && ret != -EINTR)
+                return ret;
+        }
+        head = *ring->cq.khead;
+        tail = io_uring_smp_load_acquire(ring->cq.ktail);
+        mask = ring->cq.ring_mask;
+        while (head != tail && n < max) {
+            struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
+            uint64_t ud = cqe->user_data;
+            int64_t off = -1;
+
+            if (cqe->flags & IORING_CQE_F_BUFFER) {
+                unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
+                struct aiou_bufring *b =
+                    (g && g <= AIOU_MAX_GROUPS) ? r->groups[g - 1] : NULL;
+                unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+                if (b && bid < b->entries) {
+                    unsigned char *src = b->bufs + (size_t)bid * b->bufsize;
+                    if (cqe->res > 0) {
+                        if (used + (unsigned)cqe->res > arena_size) {
+                            full = 1;
+                            break;
+                        }
+                        memcpy(arena + used, src, cqe->res);
+                        off = used;
+                        used += cqe->res;
+                    }
+                    io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
+                                          io_uring_buf_ring_mask(b->entries),
+                                          b->pending++);
+                    touched[g - 1] = 1;
+                }
+            }
+            out[4 * n] = (int64_t)ud;
+            out[4 * n + 1] = cqe->res;
+            out[4 * n + 2] = cqe->flags;
+            out[4 * n + 3] = off;
+            n++;
+            head++;
+            count++;
+        }
+        if (count)
+            io_uring_cq_advance(ring, count);
+        if (!count && !needs_enter(r))
+            break;
+    }
+    /* Publish recycled buffers before Python sees the CQEs, so a re-arm
+     * after -ENOBUFS finds buffers (re-arming first storms -ENOBUFS). */
+    for (i = 0; i < AIOU_MAX_GROUPS; i++) {
+        if (touched[i] && r->groups[i]->pending) {
+            io_uring_buf_ring_advance(r->groups[i]->br, r->groups[i]->pending);
+            r->groups[i]->pending = 0;
+        }
+    }
+    r->reaped += n;
+    return (int)n;
+}
+
+int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
+                     unsigned entries, unsigned bufsize)
+{
+    struct io_uring_buf_reg reg;
+    struct aiou_bufring *b;
+    unsigned i;
+    int ret;
+
+    if (bgid >= AIOU_MAX_GROUPS || r->groups[bgid])
+        return -EEXIST;
+    if (!entries || (entries & (entries - 1)) || entries > 32768 || !bufsize)
+        return -EINVAL;
+    b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->entries = entries;
+    b->bufsize = bufsize;
+    b->bgid = bgid;
+    b->ring_bytes = (size_t)entries * sizeof(struct io_uring_buf);
+    b->bufs_bytes = (size_t)entries * bufsize;
+    /* liburing 2.3 has no io_uring_setup_buf_ring (2.4): map page-aligned
+     * memory ourselves and register it. */
+    b->br = mmap(NULL, b->ring_bytes, PROT_READ | PROT_WRITE,
+                 MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (b->br == MAP_FAILED) {
+        b->br = NULL;
+        bufring_free(b);
+        return -ENOMEM;
+    }
+    b->bufs = mmap(NULL, b->bufs_bytes, PROT_READ | PROT_WRITE,
+                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (b->bufs == MAP_FAILED) {
+        b->bufs = NULL;
+        bufring_free(b);
+        return -ENOMEM;
+    }
+    io_uring_buf_ring_init(b->br);
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)b->br;
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
+    if (ret < 0) {
+        bufring_free(b);
+        return ret;
+    }
+    for (i = 0; i < entries; i++)
+        io_uring_buf_ring_add(b->br, b->bufs + (size_t)i * bufsize, bufsize, i,
+                              io_uring_buf_ring_mask(entries), i);
+    io_uring_buf_ring_advance(b->br, entries);
+    r->groups[bgid] = b;
+    return 0;
+}
+
+int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid)
+{
+    int ret;
+
+    if (bgid >= AIOU_MAX_GROUPS || !r->groups[bgid])
+        return -ENOENT;
+    ret = io_uring_unregister_buf_ring(&r->ring, bgid);
+    bufring_free(r->groups[bgid]);
+    r->groups[bgid] = NULL;
+    return ret;
+}
+
+int aiou_probe_opcodes(unsigned char *supported, unsigned max,
+                       unsigned *last_op)
+{
+    struct io_uring_probe *probe = io_uring_get_probe();
+    unsigned i;
+
+    if (!probe)
+        return -ENOSYS;
+    *last_op = probe->last_op;
+    memset(supported, 0, max);
+    for (i = 0; i < probe->ops_len && i < max; i++) {
+        unsigned op = probe->ops[i].op;
+        if (op < max && (probe->ops[i].flags & IO_URING_OP_SUPPORTED))
+            supported[op] = 1;
+    }
+    io_uring_free_probe(probe);
+    return 0;
+}

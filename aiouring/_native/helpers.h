@@ -1,0 +1,85 @@
+/* aiouring native helpers: the whole C boundary of the package.
+ *
+ * One struct (aiou_ring) owns an io_uring, its registered eventfd and its
+ * provided-buffer rings.  Python drives it with one call per operation to
+ * prepare SQEs and one call per batch to reap CQEs; packet bytes taken from
+ * buffer rings are copied out and the buffers recycled inside aiou_reap, so
+ * Python never holds a pointer into kernel-shared memory.
+ */
+#ifndef AIOURING_HELPERS_H
+#define AIOURING_HELPERS_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+#include <liburing.h>
+
+/* Opcodes and flags newer than liburing 2.3's header. */
+#define AIOU_OP_READ_MULTISHOT 49
+#define AIOU_CQE_F_BUF_MORE (1U << 4)
+#define AIOU_ASYNC_CANCEL_USERDATA (1U << 4)
+
+/* user_data layout: low 48 bits are the op id chosen by Python, bits 48..63
+ * hold (buffer group id + 1) for ops that select from a buffer ring, so the
+ * reaper knows which ring a CQE's buffer id belongs to. */
+#define AIOU_UD_ID_BITS 48
+#define AIOU_MAX_GROUPS 64
+
+struct aiou_bufring {
+    struct io_uring_buf_ring *br;
+    unsigned char *bufs;
+    unsigned entries;
+    unsigned bufsize;
+    unsigned short bgid;
+    int pending;             /* buffers recycled but not yet published */
+    size_t ring_bytes;
+    size_t bufs_bytes;
+};
+
+struct aiou_ring {
+    struct io_uring ring;
+    int eventfd;
+    unsigned setup_flags;
+    unsigned features;
+    unsigned sq_entries;
+    unsigned cq_entries;
+    unsigned long long submitted;
+    unsigned long long reaped;
+    struct aiou_bufring *groups[AIOU_MAX_GROUPS];
+};
+
+int aiou_ring_open(struct aiou_ring **out, unsigned entries,
+                   unsigned cq_entries, unsigned flags);
+void aiou_ring_close(struct aiou_ring *r);
+
+int aiou_prep_nop(struct aiou_ring *r, uint64_t ud);
+int aiou_prep_read(struct aiou_ring *r, int fd, void *buf, unsigned nbytes,
+                   int64_t offset, uint64_t ud);
+int aiou_prep_write(struct aiou_ring *r, int fd, const void *buf,
+                    unsigned nbytes, int64_t offset, uint64_t ud);
+int aiou_prep_readv(struct aiou_ring *r, int fd, const struct iovec *iov,
+                    unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
+                     unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud);
+int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud);
+int aiou_prep_cancel_fd(struct aiou_ring *r, int fd, uint64_t ud);
+int aiou_prep_read_select(struct aiou_ring *r, int fd, unsigned short bgid,
+                          unsigned nbytes, uint64_t ud);
+int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                             uint64_t ud);
+
+int aiou_submit(struct aiou_ring *r);
+int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
+unsigned aiou_sq_pending(struct aiou_ring *r);
+unsigned aiou_sq_flags(struct aiou_ring *r);
+int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
+              unsigned char *arena, unsigned arena_size);
+
+int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
+                     unsigned entries, unsigned bufsize);
+int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+
+int aiou_probe_opcodes(unsigned char *supported, unsigned max,
+                       unsigned *last_op);
+
+#endif

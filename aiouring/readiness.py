@@ -1,0 +1,320 @@
+"""ReadinessRing: the op interface of ``Ring`` on readiness (epoll) instead of io_uring.
+
+Used where io_uring is unavailable (``kernel.io_uring_disabled``, a seccomp
+filter, an old kernel) or when asked for with ``backend="epoll"``.  Ops wait
+for readiness with ``loop.add_reader``/``add_writer`` and then make the
+syscall, so nothing is consumed from a file before the caller can take it:
+cancelling an awaiting task never loses data here, and there are no late
+results.  Packet readers drain up to ``drain_limit`` packets per wake-up (the
+"bounded drain" recipe); writes queued during a loop iteration are written in
+one ``call_soon`` flush, mirroring the uring backend's batching.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import warnings
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from .errors import ClosedError
+from .ring import Handler, OnPackets, OnStopped, PacketReader, _check_bytes_like, _check_fd, _writable
+
+__all__ = ["ReadinessRing"]
+
+
+class _ReadinessPacketReader(PacketReader):
+    mode = "readiness"
+
+    def __init__(self, ring: "ReadinessRing", fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, drain_limit: int) -> None:
+        self._ring = ring
+        self.fd = fd
+        self._bufsize = bufsize
+        self._on_packets = on_packets
+        self._on_stopped = on_stopped
+        self._limit = drain_limit
+        self._stopped = False
+        ring._loop.add_reader(fd, self._drain)
+        ring._readers.add(self)
+
+    @property
+    def active(self) -> bool:
+        return not self._stopped
+
+    def _drain(self) -> None:
+        read = os.read
+        fd, size = self.fd, self._bufsize
+        batch = []
+        exc: BaseException | None = None
+        try:
+            for _ in range(self._limit):
+                data = read(fd, size)
+                if not data:
+                    exc = EOFError(f"end of file on fd {fd}")
+                    break
+                batch.append(data)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            exc = e
+        if batch:
+            self._ring._done += len(batch)
+            self._on_packets(batch)
+        if exc is not None and not self._stopped:
+            self._stop()
+            self._on_stopped(exc)
+
+    def _stop(self) -> None:
+        self._stopped = True
+        self._ring._readers.discard(self)
+        try:
+            self._ring._loop.remove_reader(self.fd)
+        except (RuntimeError, ValueError, OSError):
+            pass
+
+    def cancel(self) -> None:
+        if self._stopped:
+            return
+        self._stop()
+        self._ring._loop.call_soon(self._on_stopped, None)
+
+    def __repr__(self) -> str:
+        return f"<PacketReader fd={self.fd} mode=readiness {'stopped' if self._stopped else 'armed'}>"
+
+
+class ReadinessRing:
+    """The ``Ring`` interface over ``loop.add_reader``/``add_writer`` (see module doc)."""
+
+    backend = "epoll"
+    setup = None
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop | None = None, drain_limit: int = 64) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError("ReadinessRing() needs a running event loop, or pass loop=") from None
+        self._loop = loop
+        self._drain_limit = drain_limit
+        self._closed = False
+        self._warn_on_gc = True
+        self._started = 0
+        self._done = 0
+        self._waiting: dict[tuple[str, int], list[asyncio.Future]] = {}
+        self._writes: deque[tuple[int, bytes, Handler]] = deque()
+        self._flush_handle: asyncio.Handle | None = None
+        self._blocked_fd: int | None = None
+        self._readers: set[_ReadinessPacketReader] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(v) for v in self._waiting.values()) + len(self._writes) + len(self._readers)
+
+    @property
+    def counters(self) -> tuple[int, int]:
+        """(ops started, ops completed); packets read count as completed ops."""
+        return self._started, self._done
+
+    def __repr__(self) -> str:
+        return f"<ReadinessRing {'closed' if self._closed else 'open'} in_flight={self.in_flight}>"
+
+    # -- awaitable ops ---------------------------------------------------------
+
+    async def nop(self) -> int:
+        self._check_open()
+        await asyncio.sleep(0)
+        return 0
+
+    async def read(self, fd: int, nbytes: int, offset: int = -1, *, on_late: Any = None) -> bytes:
+        _check_fd(fd)
+        if not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"nbytes must be a non-negative int, not {nbytes!r}")
+        if offset >= 0:
+            return await self._io("r", fd, os.pread, fd, nbytes, offset)
+        return await self._io("r", fd, os.read, fd, nbytes)
+
+    async def readinto(self, fd: int, buffer: Any, offset: int = -1, *, on_late: Any = None) -> int:
+        _check_fd(fd)
+        return await self.readv(fd, [buffer], offset)
+
+    async def readv(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: Any = None) -> int:
+        _check_fd(fd)
+        buffers = [_writable(b) for b in buffers]
+        if offset >= 0:
+            return await self._io("r", fd, os.preadv, fd, buffers, offset)
+        return await self._io("r", fd, os.readv, fd, buffers)
+
+    async def write(self, fd: int, data: Any, offset: int = -1, *, on_late: Any = None) -> int:
+        _check_fd(fd)
+        _check_bytes_like(data)
+        if offset >= 0:
+            return await self._io("w", fd, os.pwrite, fd, data, offset)
+        return await self._io("w", fd, os.write, fd, data)
+
+    async def writev(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: Any = None) -> int:
+        _check_fd(fd)
+        buffers = list(buffers)
+        for b in buffers:
+            _check_bytes_like(b)
+        if offset >= 0:
+            return await self._io("w", fd, os.pwritev, fd, buffers, offset)
+        return await self._io("w", fd, os.writev, fd, buffers)
+
+    async def _io(self, direction: str, fd: int, call: Callable[..., Any], *args: Any) -> Any:
+        self._check_open()
+        self._started += 1
+        pollable = _pollable(fd)
+        # A blocking fd is only touched once it is ready, so the loop never blocks on it.
+        if pollable and os.get_blocking(fd):
+            await self._ready(direction, fd)
+        while True:
+            try:
+                result = call(*args)
+                self._done += 1
+                return result
+            except (BlockingIOError, InterruptedError):
+                await self._ready(direction, fd)
+
+    async def _ready(self, direction: str, fd: int) -> None:
+        self._check_open()
+        key = (direction, fd)
+        fut = self._loop.create_future()
+        waiters = self._waiting.get(key)
+        if waiters is None:
+            waiters = self._waiting[key] = []
+            add = self._loop.add_reader if direction == "r" else self._loop.add_writer
+            add(fd, self._wake, key)
+        waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._waiting.get(key) is waiters:
+                self._unwatch(key)
+
+    def _wake(self, key: tuple[str, int]) -> None:
+        for fut in self._waiting.get(key, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _unwatch(self, key: tuple[str, int]) -> None:
+        del self._waiting[key]
+        direction, fd = key
+        remove = self._loop.remove_reader if direction == "r" else self._loop.remove_writer
+        try:
+            remove(fd)
+        except (RuntimeError, ValueError, OSError):
+            pass
+
+    # -- ops for transports -------------------------------------------------------
+
+    def start_packet_reader(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, *, mode: str = "auto", buffers: int = 0) -> PacketReader:
+        """Watch ``fd`` and drain packets on each wake-up; see ``Ring.start_packet_reader``."""
+        self._check_open()
+        _check_fd(fd)
+        if mode not in ("auto", "readiness"):
+            raise ValueError(f"the epoll backend reads in 'readiness' mode, not {mode!r}")
+        self._started += 1
+        return _ReadinessPacketReader(self, fd, bufsize, on_packets, on_stopped, self._drain_limit)
+
+    def submit_write(self, fd: int, data: bytes, handler: Handler) -> None:
+        """Queue a write for this iteration's flush; ``handler(data, res, 0, None)`` follows."""
+        self._check_open()
+        self._started += 1
+        self._writes.append((fd, data, handler))
+        if self._flush_handle is None and self._blocked_fd is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        writes = self._writes
+        write = os.write
+        while writes:
+            fd, data, handler = writes[0]
+            try:
+                res = write(fd, data)
+            except (BlockingIOError, InterruptedError):
+                # The fd is full: wait until it is writable, keeping order.
+                self._blocked_fd = fd
+                self._loop.add_writer(fd, self._unblock)
+                return
+            except OSError as exc:
+                res = -(exc.errno or errno.EIO)
+            writes.popleft()
+            self._done += 1
+            try:
+                handler(data, res, 0, None)
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "aiouring: exception in a write callback", "exception": exc, "ring": self}
+                )
+
+    def _unblock(self) -> None:
+        if self._blocked_fd is not None:
+            self._loop.remove_writer(self._blocked_fd)
+            self._blocked_fd = None
+        self._flush()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the ring is closed")
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop watching every fd and wake every waiter with ``ClosedError``.
+        Queued writes that were not written are reported to their handlers as
+        ``-ECANCELED``.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        if self._blocked_fd is not None:
+            try:
+                self._loop.remove_writer(self._blocked_fd)
+            except (RuntimeError, ValueError, OSError):
+                pass
+        for key, waiters in list(self._waiting.items()):
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ClosedError("ring closed while an op was waiting"))
+            self._unwatch(key)
+        for reader in list(self._readers):
+            reader._stop()
+            reader._on_stopped(ClosedError("ring closed"))
+        while self._writes:
+            fd, data, handler = self._writes.popleft()
+            handler(data, -errno.ECANCELED, 0, None)
+
+    async def aclose(self) -> None:
+        self.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> "ReadinessRing":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self._closed and self._warn_on_gc:
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+
+
+def _pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
