@@ -3,10 +3,14 @@
 Public names live here and nowhere else.
 """
 from .backends import BACKENDS, get_ring, open_ring
+from .device import TunDevice
 from .errors import ClosedError, UnsupportedError
 from .probe import ProbeResult, probe
+from .protocol import TunProtocol
 from .readiness import ReadinessRing
 from .ring import PacketReader, Ring
+from .transport import TunTransport, create_tun_connection
+from .tun import Tun, open_tun
 
 __all__ = [
     "BACKENDS",
@@ -15,8 +19,14 @@ __all__ = [
     "ProbeResult",
     "ReadinessRing",
     "Ring",
+    "Tun",
+    "TunDevice",
+    "TunProtocol",
+    "TunTransport",
     "UnsupportedError",
+    "create_tun_connection",
     "get_ring",
     "open_ring",
+    "open_tun",
     "probe",
 ]

@@ -1,0 +1,478 @@
+"""TunTransport: an asyncio transport over a TUN/TAP device and a ring.
+
+The transport decides, the ring performs: it keeps one packet reader armed on
+the device (paused by cancelling it, so the kernel holds packets back), keeps
+a queue of whole packets to write (never coalesced: a TUN write is one
+packet), and reacts to completions.  It never makes a syscall itself, which
+is what lets ``aiouring.testing.FakeRing`` run this same code.
+
+State: ``_closing`` (close() or abort() was called), ``_conn_lost`` (the
+teardown has been scheduled), ``_paused`` (reading paused by the protocol),
+``_protocol_paused`` (``pause_writing`` was called).  Teardown waits for the
+reader to stop and every in-flight write to complete, so the device's fd is
+closed only once the kernel holds no request on it; then
+``connection_lost`` is called exactly once, through ``call_soon``.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import warnings
+from collections import deque
+from typing import Any, Callable
+
+from .backends import AnyRing, get_ring
+from .device import TunDevice
+from .errors import ClosedError, oserror
+from .protocol import TunProtocol
+
+__all__ = ["TunTransport", "create_tun_connection"]
+
+logger = logging.getLogger("aiouring")
+
+_PACKET_OVERHEAD = 8  # per queued packet in the write buffer size, as asyncio's datagram transport counts
+
+
+class TunTransport(asyncio.Transport):
+    """Transport of whole packets to and from a TUN/TAP device.
+
+    ``write(packet)`` never blocks: it hands the packet to the ring, or queues
+    it when ``max_writes_in_flight`` are already in the kernel.  Flow control
+    follows asyncio: ``pause_writing()`` above the high-water mark,
+    ``resume_writing()`` at the low one, counting queued and in-flight bytes.
+    A write that fails calls ``protocol.error_received(exc)`` and the
+    transport stays open; a read error is fatal (``connection_lost(exc)``).
+    ``close()`` stops reading and flushes queued writes; ``abort()`` drops them.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ring: AnyRing,
+        device: TunDevice,
+        protocol: Any,
+        *,
+        waiter: asyncio.Future | None = None,
+        read_mode: str = "auto",
+        read_buffers: int = 256,
+        max_writes_in_flight: int = 256,
+    ) -> None:
+        super().__init__({"name": device.name, "mtu": device.mtu})
+        self._loop = loop
+        self._ring = ring
+        self._device = device
+        self._fd = device.fileno()
+        self._protocol = protocol
+        self._read_mode = read_mode
+        self._read_buffers = read_buffers
+        self._max_in_flight = max_writes_in_flight
+        self._max_packet = device.max_packet_size
+        self._closing = False
+        self._conn_lost = False
+        self._paused = False
+        self._protocol_paused = False
+        self._reader: Any = None
+        self._stopping_readers = 0
+        self._backlog: list[bytes] = []
+        self._queue: deque[bytes] = deque()
+        self._in_flight = 0
+        self._buffer_size = 0
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._connection_lost_exc: BaseException | None = None
+        self._started = False
+        loop.call_soon(self._start, waiter)
+
+    # -- info -------------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``name``, ``mtu``, ``fileno``, ``ring``, ``backend``, ``read_mode``,
+        ``mode`` (``"tun"``/``"tap"``), ``device``."""
+        if name == "fileno":
+            return self._fd if not self._device.closed else default
+        if name == "ring":
+            return self._ring
+        if name == "backend":
+            return self._ring.backend
+        if name == "read_mode":
+            return self._reader.mode if self._reader is not None else self._planned_read_mode()
+        if name == "mode":
+            return self._device.mode
+        if name == "device":
+            return self._device
+        if name == "mtu":
+            return self._device.mtu
+        return super().get_extra_info(name, default)
+
+    def _planned_read_mode(self) -> str:
+        if self._ring.backend == "epoll":
+            return "readiness"
+        if self._read_mode != "auto":
+            return self._read_mode
+        from .ring import _multishot_supported
+
+        return "multishot" if _multishot_supported() else "single"
+
+    def __repr__(self) -> str:
+        state = ["closed" if self._conn_lost else "closing" if self._closing else "open"]
+        if not self._conn_lost:
+            state.append("paused" if self._paused else "reading")
+        return (
+            f"<TunTransport {self._device.name} fd={self._fd} {' '.join(state)} "
+            f"backend={self._ring.backend} in_flight={self._in_flight} bufsize={self._buffer_size}>"
+        )
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    # -- reading ------------------------------------------------------------------
+
+    def _start(self, waiter: asyncio.Future | None) -> None:
+        self._started = True
+        if self._closing:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ClosedError("the transport was closed before it started"))
+            self._maybe_finish()
+            return
+        try:
+            self._protocol.connection_made(self)
+        except BaseException as exc:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            self._force_close(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not self._paused and not self._closing:
+            try:
+                self._arm_reader()
+            except Exception as exc:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(exc)
+                self._force_close(exc)
+                return
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _arm_reader(self) -> None:
+        if self._ring.backend == "epoll":
+            self._reader = self._ring.start_packet_reader(
+                self._fd, self._device.read_size, self._on_packets, self._on_reader_stopped
+            )
+        else:
+            self._reader = self._ring.start_packet_reader(
+                self._fd,
+                self._device.read_size,
+                self._on_packets,
+                self._on_reader_stopped,
+                mode=self._read_mode,
+                buffers=self._read_buffers,
+            )
+
+    def _on_packets(self, packets: list[bytes]) -> None:
+        if self._closing:
+            return  # the application asked to stop receiving
+        if self._paused or self._backlog:
+            # keep order: packets held while paused go first
+            self._backlog.extend(packets)
+            return
+        self._deliver(packets)
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        try:
+            self._protocol.packets_received(packets)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.packets_received() call failed.")
+
+    def _on_reader_stopped(self, exc: BaseException | None) -> None:
+        if self._stopping_readers:
+            self._stopping_readers -= 1
+        else:
+            self._reader = None
+        if exc is not None and not self._closing:
+            if isinstance(exc, ClosedError):
+                self._force_close(exc)
+            else:
+                self._fatal_error(exc, "Fatal read error on TUN transport")
+            return
+        self._maybe_finish()
+
+    def _stop_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and reader.active:
+            self._stopping_readers += 1
+            self._reader = None
+            reader.cancel()
+        elif reader is not None and not reader.active:
+            # already stopping on its own: its on_stopped is still to come
+            self._stopping_readers += 1
+            self._reader = None
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop handing packets to the protocol; the read is cancelled in the
+        kernel, so packets wait in the device's queue.  Packets the kernel had
+        already read are kept and handed over on ``resume_reading``."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        if self._started:
+            self._stop_reader()
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if not self._started:
+            return
+        if self._backlog:
+            self._loop.call_soon(self._deliver_backlog)
+        self._arm_reader()
+
+    def _deliver_backlog(self) -> None:
+        if self._backlog and not self._paused and not self._closing:
+            backlog, self._backlog = self._backlog, []
+            self._deliver(backlog)
+
+    # -- writing ------------------------------------------------------------------
+
+    def write(self, data: Any) -> None:
+        """Send one packet.  Raises ``TypeError`` for a non-bytes-like,
+        ``ValueError`` for an empty packet or one larger than
+        ``get_extra_info("mtu")`` plus the device's headers, ``ClosedError``
+        after ``close()``/``abort()``."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                try:
+                    memoryview(data)
+                except TypeError:
+                    raise TypeError(f"packet must be a bytes-like object, not {type(data).__name__}") from None
+            data = bytes(data)
+        size = len(data)
+        if not size:
+            raise ValueError("cannot write an empty packet")
+        if size > self._max_packet:
+            raise ValueError(
+                f"packet of {size} bytes is larger than {self._device.name}'s limit of {self._max_packet} "
+                f"(MTU {self._device.mtu} + {self._device.header_size} header bytes)"
+            )
+        if self._closing:
+            raise ClosedError(f"write() on a closed TUN transport ({self._device.name})")
+        if self._in_flight < self._max_in_flight and not self._queue:
+            self._in_flight += 1
+            self._ring.submit_write(self._fd, data, self._on_write_done)
+        else:
+            self._queue.append(data)
+        self._buffer_size += size + _PACKET_OVERHEAD
+        if not self._protocol_paused and self._buffer_size > self._high_water:
+            self._maybe_pause_protocol()
+
+    def writelines(self, packets: Any) -> None:
+        """Write each packet of an iterable (each one a whole packet)."""
+        for packet in packets:
+            self.write(packet)
+
+    def _on_write_done(self, data: bytes, res: int, flags: int, payload: Any) -> None:
+        self._in_flight -= 1
+        self._buffer_size -= len(data) + _PACKET_OVERHEAD
+        if res < 0:
+            if res == -errno.ECANCELED and (self._ring.closed or self._conn_lost):
+                pass
+            elif not self._conn_lost:
+                try:
+                    self._protocol.error_received(oserror(res, f"write to {self._device.name}"))
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.error_received() call failed.")
+        queue = self._queue
+        if queue and not self._conn_lost:
+            ring = self._ring
+            try:
+                while queue and self._in_flight < self._max_in_flight:
+                    packet = queue.popleft()
+                    self._in_flight += 1
+                    ring.submit_write(self._fd, packet, self._on_write_done)
+            except ClosedError as exc:
+                self._in_flight -= 1
+                self._force_close(exc)
+                return
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._maybe_resume_protocol()
+        if self._closing:
+            self._maybe_finish()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("a TUN device has no end-of-file to write")
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued or in flight (each packet counted with 8 bytes of overhead)."""
+        return self._buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low_water, self._high_water
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {"message": "protocol.pause_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol}
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "protocol.resume_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol}
+                )
+
+    # -- closing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading, write what is queued, then close the device and call
+        ``connection_lost(None)``.  Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._backlog.clear()
+        if self._started:
+            self._stop_reader()
+        self._maybe_finish()
+
+    def abort(self) -> None:
+        """Close at once, dropping queued writes."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on TUN transport") -> None:
+        if not isinstance(exc, OSError) or self._loop.get_debug():
+            self._loop.call_exception_handler(
+                {"message": message, "exception": exc, "transport": self, "protocol": self._protocol}
+            )
+        elif isinstance(exc, OSError):
+            logger.debug("%r: %s", self, message, exc_info=True)
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        self._connection_lost_exc = exc
+        self._closing = True
+        self._backlog.clear()
+        if self._queue:
+            dropped = sum(len(p) + _PACKET_OVERHEAD for p in self._queue)
+            self._queue.clear()
+            self._buffer_size -= dropped
+        if self._started:
+            self._stop_reader()
+        self._maybe_finish(force=True)
+
+    def _maybe_finish(self, force: bool = False) -> None:
+        """Schedule the teardown once nothing of ours is left in the kernel."""
+        if self._conn_lost or not self._closing:
+            return
+        if self._queue and not force and not self._ring.closed:
+            return
+        if self._reader is not None or self._stopping_readers or self._in_flight:
+            if not self._ring.closed:
+                return
+        self._conn_lost = True
+        self._loop.call_soon(self._call_connection_lost, self._connection_lost_exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            if self._started:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._device.close()
+            self._protocol = None
+            self._queue.clear()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self._conn_lost and not self._device.closed:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._device.close()
+
+
+async def create_tun_connection(
+    protocol_factory: Callable[[], Any],
+    name: str | None = None,
+    *,
+    fd: Any = None,
+    mode: str = "tun",
+    mtu: int | None = None,
+    packet_info: bool = False,
+    addresses: Any = (),
+    up: bool = True,
+    ring: AnyRing | None = None,
+    backend: str = "auto",
+    read_mode: str = "auto",
+    read_buffers: int = 256,
+    max_writes_in_flight: int = 256,
+) -> tuple[TunTransport, TunProtocol]:
+    """Open a TUN/TAP device and connect a protocol to it, like ``loop.create_connection``.
+
+    ``name=None`` lets the kernel pick ``tunN``/``tapN``; ``fd=`` adopts an
+    open TUN fd instead (see ``Tun.from_fd``).  ``mtu``, ``addresses`` and
+    ``up`` configure the interface through netlink.  ``ring`` defaults to the
+    loop's ring for ``backend`` (``"auto"``, ``"uring"`` or ``"epoll"``).
+    Returns once ``connection_made`` has been called.  Raises
+    ``PermissionError``/``FileNotFoundError`` when a TUN cannot be opened here.
+    """
+    loop = asyncio.get_running_loop()
+    if ring is None:
+        ring = get_ring(backend)
+    device = TunDevice.adopt(fd) if fd is not None else TunDevice.open(name, mode=mode, packet_info=packet_info)
+    try:
+        if fd is None or mtu is not None or addresses:
+            await device.configure(mtu=mtu, addresses=addresses, up=up)
+        protocol = protocol_factory()
+        waiter = loop.create_future()
+        transport = TunTransport(
+            loop, ring, device, protocol,
+            waiter=waiter, read_mode=read_mode, read_buffers=read_buffers, max_writes_in_flight=max_writes_in_flight,
+        )
+    except BaseException:
+        device.close()
+        raise
+    try:
+        await waiter
+    except BaseException:
+        transport.abort()
+        raise
+    return transport, protocol
