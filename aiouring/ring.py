@@ -333,9 +333,7 @@ class Ring:
 
     async def nop(self) -> int:
         """Submit an ``IORING_OP_NOP``; returns its result (0)."""
-        op = self._start("nop", -1, None, None)
-        self._kernel.prep_nop(op.ud)
-        return await self._wait(op)
+        return await self._wait(self._submit("nop", -1, None, None, self._kernel.prep_nop))
 
     async def read(self, fd: int, nbytes: int, offset: int = -1, *, on_late: Callable[[bytes], Any] | None = None) -> bytes:
         """Read at most ``nbytes`` from ``fd`` (like ``os.read``; ``offset`` -1
@@ -346,9 +344,7 @@ class Ring:
         if not isinstance(nbytes, int) or nbytes < 0:
             raise ValueError(f"nbytes must be a non-negative int, not {nbytes!r}")
         buf = bytearray(nbytes)
-        op = self._start("read", fd, buf, on_late)
-        op.keep = self._kernel.prep_read(fd, buf, offset, op.ud)
-        return await self._wait(op)
+        return await self._wait(self._submit("read", fd, buf, on_late, self._kernel.prep_read, fd, buf, offset))
 
     async def readinto(self, fd: int, buffer: Any, offset: int = -1, *, on_late: Callable[[int], Any] | None = None) -> int:
         """Read into a writable bytes-like ``buffer``; returns the byte count.
@@ -356,26 +352,21 @@ class Ring:
         awaiting task is cancelled: do not reuse it before ``on_late`` or a
         later op tells you it is done."""
         _check_fd(fd)
-        op = self._start("readinto", fd, buffer, on_late)
-        op.keep = self._kernel.prep_read(fd, _writable(buffer), offset, op.ud)
-        return await self._wait(op)
+        _writable(buffer)
+        return await self._wait(self._submit("readinto", fd, buffer, on_late, self._kernel.prep_read, fd, buffer, offset))
 
     async def readv(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: Callable[[int], Any] | None = None) -> int:
         """Scatter-read into writable buffers (like ``os.readv``); returns the byte count."""
         _check_fd(fd)
         buffers = [_writable(b) for b in buffers]
-        op = self._start("readv", fd, buffers, on_late)
-        op.keep = self._kernel.prep_readv(fd, buffers, offset, op.ud)
-        return await self._wait(op)
+        return await self._wait(self._submit("readv", fd, buffers, on_late, self._kernel.prep_readv, fd, buffers, offset))
 
     async def write(self, fd: int, data: Any, offset: int = -1, *, on_late: Callable[[int], Any] | None = None) -> int:
         """Write a bytes-like ``data`` to ``fd`` (like ``os.write``); returns
         the byte count, which for a stream may be short."""
         _check_fd(fd)
         _check_bytes_like(data)
-        op = self._start("write", fd, data, on_late)
-        op.keep = self._kernel.prep_write(fd, data, offset, op.ud)
-        return await self._wait(op)
+        return await self._wait(self._submit("write", fd, data, on_late, self._kernel.prep_write, fd, data, offset))
 
     async def writev(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: Callable[[int], Any] | None = None) -> int:
         """Gather-write bytes-like buffers (like ``os.writev``); returns the byte count."""
@@ -383,14 +374,14 @@ class Ring:
         buffers = list(buffers)
         for b in buffers:
             _check_bytes_like(b)
-        op = self._start("writev", fd, buffers, on_late)
-        op.keep = self._kernel.prep_writev(fd, buffers, offset, op.ud)
-        return await self._wait(op)
+        return await self._wait(self._submit("writev", fd, buffers, on_late, self._kernel.prep_writev, fd, buffers, offset))
 
-    def _start(self, kind: str, fd: int, buffer: Any, on_late: Any) -> _Op:
+    def _submit(self, kind: str, fd: int, buffer: Any, on_late: Any, prep: Callable[..., Any], *args: Any) -> _Op:
+        """Prepare one SQE and register its op; nothing is registered if preparing fails."""
         self._check_open()
         op = _Op(self, kind, fd, buffer, on_late)
         op.ud = self._new_id()
+        op.keep = prep(*args, op.ud)
         self._ops[op.ud] = (_Op.complete, op)
         self._queued()
         return op

@@ -1,0 +1,255 @@
+"""Ring against the real kernel io_uring: pipes, socketpairs, eventfd, files, TUN."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import os
+import socket
+import tempfile
+import time
+import weakref
+
+import pytest
+
+import aiouring
+from aiouring import ClosedError, Ring
+from support.netns import open_fds
+
+
+class Buffer(bytearray):
+    """A bytearray that can be watched with a weakref."""
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+async def test_nop_completes_with_zero():
+    async with Ring() as ring:
+        assert await ring.nop() == 0
+
+
+async def test_pipe_read_waits_for_data_then_returns_it(pipe):
+    r, w = pipe
+    async with Ring() as ring:
+        reader = asyncio.ensure_future(ring.read(r, 100))
+        await asyncio.sleep(0.01)
+        assert not reader.done()
+        assert await ring.write(w, b"hello") == 5
+        assert await reader == b"hello"
+
+
+async def test_thousand_concurrent_ops_complete_with_their_own_results():
+    async with Ring() as ring:
+        socks = [socket.socketpair() for _ in range(250)]
+        try:
+            reads = [ring.read(b.fileno(), 64) for _, b in socks for _ in range(2)]
+            readers = [asyncio.ensure_future(op) for op in reads]
+            await asyncio.sleep(0)
+            payloads = [f"msg-{i}".encode() for i in range(len(socks))]
+            writes = await asyncio.gather(*[ring.write(a.fileno(), p) for (a, _), p in zip(socks, payloads)])
+            assert writes == [len(p) for p in payloads]
+            # each socket got one message: one of its two reads has it, the other still waits
+            deadline = time.monotonic() + 5
+            while sum(r.done() for r in readers) < len(socks) and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            assert sum(r.done() for r in readers) == len(socks)
+            for (a, _), p in zip(socks, payloads):
+                a.send(p + b"!")
+            got = await asyncio.gather(*readers)
+            for i, p in enumerate(payloads):
+                assert sorted(got[2 * i : 2 * i + 2]) == sorted([p, p + b"!"])
+            nops = await asyncio.gather(*[ring.nop() for _ in range(1000)])
+            assert nops == [0] * 1000
+        finally:
+            for a, b in socks:
+                a.close()
+                b.close()
+        submitted, reaped = ring.counters
+        assert ring.in_flight == 0
+
+
+async def test_readv_and_writev_scatter_and_gather(pipe):
+    r, w = pipe
+    async with Ring() as ring:
+        assert await ring.writev(w, [b"abc", bytearray(b"defg"), memoryview(b"hij")]) == 10
+        first, second = bytearray(4), bytearray(6)
+        assert await ring.readv(r, [first, second]) == 10
+        assert (first, second) == (b"abcd", b"efghij")
+
+
+async def test_regular_file_reads_at_offsets():
+    with tempfile.TemporaryFile() as f:
+        f.write(b"0123456789")
+        f.flush()
+        async with Ring() as ring:
+            assert await ring.read(f.fileno(), 4, 3) == b"3456"
+            buf = bytearray(3)
+            assert await ring.readinto(f.fileno(), buf, 7) == 3
+            assert buf == b"789"
+            assert await ring.write(f.fileno(), b"XY", 0) == 2
+            assert await ring.read(f.fileno(), 4, 0) == b"XY23"
+
+
+async def test_eventfd_read_returns_its_counter():
+    efd = os.eventfd(0, os.EFD_CLOEXEC)
+    try:
+        async with Ring() as ring:
+            reader = asyncio.ensure_future(ring.read(efd, 8))
+            await asyncio.sleep(0.01)
+            os.eventfd_write(efd, 42)
+            assert int.from_bytes(await reader, "little") == 42
+    finally:
+        os.close(efd)
+
+
+async def test_kernel_errno_surfaces_as_matching_oserror_subclass(pipe):
+    r, w = pipe
+    async with Ring() as ring:
+        with pytest.raises(OSError) as info:
+            await ring.read(w, 10)  # the write end of a pipe
+        assert info.value.errno == errno.EBADF
+        os.close(r)
+        with pytest.raises(BrokenPipeError):
+            await ring.write(w, b"x")
+        dirfd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with pytest.raises(IsADirectoryError):
+                await ring.read(dirfd, 10, 0)
+        finally:
+            os.close(dirfd)
+
+
+async def test_bad_arguments_raise_before_anything_is_submitted():
+    async with Ring() as ring:
+        before = ring.counters
+        with pytest.raises(TypeError):
+            await ring.write(1, "text is not bytes")
+        with pytest.raises(TypeError):
+            await ring.read("3", 10)
+        with pytest.raises(ValueError):
+            await ring.read(-1, 10)
+        with pytest.raises(ValueError):
+            await ring.read(0, -5)
+        with pytest.raises(TypeError):
+            await ring.readinto(0, b"read-only")
+        await asyncio.sleep(0)
+        assert ring.counters == before and ring.in_flight == 0
+
+
+async def test_cancelled_read_keeps_its_buffer_until_the_kernel_lets_go(pipe):
+    r, w = pipe
+    async with Ring() as ring:
+        buf = Buffer(16)
+        alive = weakref.ref(buf)
+        task = asyncio.ensure_future(ring.readinto(r, buf))
+        del buf
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del task
+        gc.collect()
+        # the cancel has been queued, not yet answered: the kernel still owns the buffer
+        assert alive() is not None
+        assert ring.in_flight == 1
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if ring.in_flight == 0:
+                break
+        gc.collect()
+        assert ring.in_flight == 0
+        assert alive() is None
+        # the pipe is intact: nothing was consumed by the cancelled read
+        os.write(w, b"after")
+        assert await ring.read(r, 10) == b"after"
+
+
+async def test_close_with_hundred_reads_in_flight_is_prompt_and_leaks_no_fd(pipe):
+    r, w = pipe
+    fds_before = open_fds()
+    ring = Ring()
+    readers = [asyncio.ensure_future(ring.read(r, 10)) for _ in range(100)]
+    await asyncio.sleep(0.01)
+    assert ring.in_flight == 100
+    started = time.monotonic()
+    await ring.aclose()
+    elapsed = time.monotonic() - started
+    results = await asyncio.gather(*readers, return_exceptions=True)
+    assert all(isinstance(res, ClosedError) for res in results)
+    assert ring.in_flight == 0
+    assert open_fds() == fds_before
+    assert elapsed < 2.0, f"close took {elapsed:.2f}s"  # bounded by the close timeout, not a benchmark
+    with pytest.raises(ClosedError):
+        await ring.nop()
+
+
+async def test_ring_collected_while_open_warns():
+    loop = asyncio.get_running_loop()
+    ring = Ring(loop=loop)
+    ring.__del__  # the loop's reader holds the ring; drop it by hand as a closed loop would
+    loop.remove_reader(ring._eventfd)
+    with pytest.warns(ResourceWarning, match="unclosed <Ring"):
+        del ring
+        gc.collect()
+
+
+async def test_default_ring_is_one_per_loop():
+    first = aiouring.get_ring()
+    assert aiouring.get_ring() is first
+    assert first.backend == "uring"
+    assert aiouring.get_ring("epoll").backend == "epoll"
+    first.close()
+    second = aiouring.get_ring()
+    assert second is not first and not second.closed
+
+
+async def test_ops_submitted_in_one_iteration_share_one_submit_call():
+    async with Ring() as ring:
+        submitted_before, _ = ring.counters
+        await asyncio.gather(*[ring.nop() for _ in range(64)])
+        submitted, reaped = ring.counters
+        assert submitted - submitted_before == 64
+
+
+async def test_read_on_a_tun_fd(netns):
+    from packets import udp, udp_payload
+
+    device = aiouring.TunDevice.open()
+    try:
+        await device.configure(addresses=["10.1.0.1/24"])
+        async with Ring() as ring:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            reader = asyncio.ensure_future(ring.read(device.fileno(), 2048))
+            sock.sendto(b"through the ring", ("10.1.0.2", 4000))
+            packet = await asyncio.wait_for(reader, 5)
+            sock.close()
+            assert udp_payload(packet) == b"through the ring"
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("10.1.0.1", 4001))
+            written = await ring.write(device.fileno(), udp("10.1.0.2", "10.1.0.1", 5000, 4001, b"back"))
+            assert written == 28 + 4
+            assert sock.recv(100) == b"back"
+            sock.close()
+    finally:
+        device.close()
+
+
+@pytest.mark.parametrize("setup", ["coop", "plain", "defer"])
+async def test_every_setup_mode_completes_ops(setup, pipe):
+    r, w = pipe
+    async with Ring(setup=setup) as ring:
+        assert ring.setup == setup
+        reader = asyncio.ensure_future(ring.read(r, 10))
+        await asyncio.sleep(0.01)
+        os.write(w, b"ping")
+        assert await asyncio.wait_for(reader, 5) == b"ping"
+        assert await asyncio.gather(*[ring.nop() for _ in range(100)]) == [0] * 100
