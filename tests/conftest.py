@@ -51,3 +51,19 @@ def netns_forwarding():
 @pytest.fixture(params=["uring", "epoll"])
 def backend(request):
     return request.param
+
+
+@pytest.fixture(params=["uring", "epoll", "fake"])
+def harness(request):
+    """A TUN on each ring kind; real ones live in a fresh network namespace."""
+    from support.harness import FakeHarness, KernelHarness
+
+    if request.param == "fake":
+        h = FakeHarness()
+        yield h
+        h.close()
+        return
+    with network_namespace():
+        h = KernelHarness(request.param)
+        yield h
+        h.close()

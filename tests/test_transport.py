@@ -1,0 +1,213 @@
+"""TunTransport behaviour, written once, run on the uring, epoll and fake rings and on both loops."""
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import pytest
+
+import aiouring
+from aiouring import ClosedError
+from support.harness import RecordingProtocol
+from support.netns import interface_names
+
+
+async def test_callbacks_come_in_a_legal_order_and_connection_lost_once(harness):
+    transport, protocol = await harness.connect()
+    assert protocol.events == ["connection_made"]
+    harness.send_inbound([b"one", b"two"])
+    await protocol.wait_packets(2)
+    transport.close()
+    assert await asyncio.wait_for(protocol.lost, 5) is None
+    transport.close()
+    transport.abort()
+    await asyncio.sleep(0.01)
+    assert protocol.events[0] == "connection_made"
+    assert protocol.events[-1] == "connection_lost"
+    assert protocol.events.count("connection_lost") == 1
+
+
+async def test_packets_arrive_whole_and_in_order(harness):
+    transport, protocol = await harness.connect()
+    payloads = [f"packet {i:04d}".encode() * (1 + i % 7) for i in range(300)]
+    harness.send_inbound(payloads)
+    packets = await protocol.wait_packets(300)
+    assert [harness.unwrap(p) for p in packets] == payloads
+    transport.close()
+    await protocol.lost
+
+
+async def test_written_packets_arrive_whole_and_in_order(harness):
+    transport, protocol = await harness.connect()
+    payloads = [f"out {i:04d}".encode() * (1 + i % 5) for i in range(300)]
+    for p in payloads:
+        transport.write(harness.packet(p))
+    assert await harness.outbound(300) == payloads
+    transport.close()
+    await protocol.lost
+    assert protocol.errors == []
+
+
+async def test_pause_reading_holds_packets_until_resume(harness):
+    transport, protocol = await harness.connect()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    transport.pause_reading()  # idempotent
+    await asyncio.sleep(0.02)
+    harness.send_inbound([b"held-1", b"held-2", b"held-3"])
+    await asyncio.sleep(0.05)
+    assert protocol.packets == []
+    transport.resume_reading()
+    assert transport.is_reading()
+    packets = await protocol.wait_packets(3)
+    assert [harness.unwrap(p) for p in packets] == [b"held-1", b"held-2", b"held-3"]
+    transport.close()
+    await protocol.lost
+
+
+async def test_pause_in_connection_made_defers_reading(harness):
+    class PausesAtOnce(RecordingProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    transport, protocol = await harness.connect(PausesAtOnce)
+    harness.send_inbound([b"early"])
+    await asyncio.sleep(0.05)
+    assert protocol.packets == []
+    transport.resume_reading()
+    assert [harness.unwrap(p) for p in await protocol.wait_packets(1)] == [b"early"]
+    transport.close()
+    await protocol.lost
+
+
+async def test_write_flow_control_pauses_and_resumes_the_protocol(harness):
+    transport, protocol = await harness.connect(max_writes_in_flight=4)
+    transport.set_write_buffer_limits(high=1000, low=100)
+    assert transport.get_write_buffer_limits() == (100, 1000)
+    for i in range(50):
+        transport.write(harness.packet(b"x" * 100))
+    assert "pause_writing" in protocol.events
+    assert transport.get_write_buffer_size() > 1000
+    assert await harness.outbound(50) == [b"x" * 100] * 50
+    for _ in range(100):
+        if transport.get_write_buffer_size() == 0:
+            break
+        await asyncio.sleep(0.001)
+    assert transport.get_write_buffer_size() == 0
+    assert protocol.events.index("resume_writing") > protocol.events.index("pause_writing")
+    with pytest.raises(ValueError):
+        transport.set_write_buffer_limits(high=10, low=20)
+    transport.close()
+    await protocol.lost
+
+
+async def test_close_flushes_queued_writes(harness):
+    transport, protocol = await harness.connect(max_writes_in_flight=2)
+    payloads = [b"flush %d" % i for i in range(200)]
+    for p in payloads:
+        transport.write(harness.packet(p))
+    transport.close()
+    assert transport.is_closing()
+    assert await asyncio.wait_for(protocol.lost, 5) is None
+    assert await harness.outbound(200) == payloads
+    with pytest.raises(ClosedError):
+        transport.write(harness.packet(b"late"))
+
+
+async def test_abort_drops_queued_writes(harness):
+    transport, protocol = await harness.connect(max_writes_in_flight=2)
+    for i in range(200):
+        transport.write(harness.packet(b"abort %d" % i))
+    transport.abort()
+    assert await asyncio.wait_for(protocol.lost, 5) is None
+    sent = await harness.outbound(200, timeout=0.2)
+    assert len(sent) <= 2  # only the writes already in flight went out
+    assert transport.get_write_buffer_size() == 0
+
+
+async def test_extra_info_describes_the_device(harness):
+    transport, protocol = await harness.connect()
+    name = transport.get_extra_info("name")
+    assert isinstance(name, str) and name
+    assert transport.get_extra_info("mtu") == 1500
+    assert transport.get_extra_info("fileno") >= 0
+    assert transport.get_extra_info("backend") == harness.kind
+    assert transport.get_extra_info("ring") is not None
+    assert transport.get_extra_info("mode") == "tun"
+    expected_mode = {"uring": aiouring.probe().read_mode, "epoll": "readiness", "fake": "multishot"}[harness.kind]
+    assert transport.get_extra_info("read_mode") == expected_mode
+    assert transport.get_extra_info("nonexistent", "dflt") == "dflt"
+    assert name in repr(transport)
+    transport.close()
+    await protocol.lost
+    assert transport.get_extra_info("fileno") is None
+
+
+async def test_bad_packets_are_refused_before_anything_is_written(harness):
+    transport, protocol = await harness.connect()
+    with pytest.raises(ValueError, match="empty"):
+        transport.write(b"")
+    with pytest.raises(ValueError, match="larger than"):
+        transport.write(b"\x45" * 1501)
+    with pytest.raises(TypeError, match="bytes-like"):
+        transport.write("a string")
+    with pytest.raises(TypeError):
+        transport.write(12345)
+    transport.write(bytearray(harness.packet(b"still fine")))
+    transport.write(memoryview(harness.packet(b"also fine")))
+    assert await harness.outbound(2) == [b"still fine", b"also fine"]
+    transport.close()
+    await protocol.lost
+
+
+async def test_refused_write_goes_to_error_received_and_the_transport_stays_open(harness):
+    transport, protocol = await harness.connect()
+    if harness.kind == "fake":
+        harness.device.fail_writes(errno.EINVAL)
+    transport.write(b"\x00" * 20)  # IP version 0: the TUN driver answers EINVAL
+    transport.write(harness.packet(b"after the error"))
+    assert await harness.outbound(1) == [b"after the error"]
+    for _ in range(100):
+        if protocol.errors:
+            break
+        await asyncio.sleep(0.001)
+    assert len(protocol.errors) == 1
+    assert isinstance(protocol.errors[0], OSError) and protocol.errors[0].errno == errno.EINVAL
+    assert not transport.is_closing()
+    transport.close()
+    await protocol.lost
+
+
+async def test_batch_hook_gets_whole_batches(harness):
+    transport, protocol = await harness.connect()
+    harness.send_inbound([b"b%d" % i for i in range(100)])
+    await protocol.wait_packets(100)
+    assert sum(protocol.batches) == 100
+    transport.close()
+    await protocol.lost
+
+
+async def test_exception_in_protocol_is_fatal_and_reported(harness):
+    class Explodes(RecordingProtocol):
+        def packets_received(self, packets):
+            super().packets_received(packets)
+            raise RuntimeError("boom")
+
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda loop, ctx: reported.append(ctx))
+    transport, protocol = await harness.connect(Explodes)
+    harness.send_inbound([b"trigger"])
+    exc = await asyncio.wait_for(protocol.lost, 5)
+    assert isinstance(exc, RuntimeError)
+    assert any(isinstance(ctx.get("exception"), RuntimeError) for ctx in reported)
+
+
+async def test_device_disappears_after_close(backend, netns):
+    transport, protocol = await aiouring.create_tun_connection(RecordingProtocol, backend=backend)
+    name = transport.get_extra_info("name")
+    assert name in interface_names()
+    transport.close()
+    await protocol.lost
+    assert name not in interface_names()
