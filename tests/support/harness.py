@@ -13,6 +13,7 @@ from aiouring.transport import TunTransport
 from aiouring.device import TunDevice
 from packets import udp, udp_payload
 
+SO_RCVBUFFORCE = 33  # not exported by the socket module
 LOCAL = "10.3.0.1"
 REMOTE = "10.3.0.2"
 
@@ -119,7 +120,7 @@ class KernelHarness(Harness):
     def _bind(self) -> None:
         if self._receiver is None:
             self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self._receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            self._receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
             self._receiver.bind((LOCAL, 7000))
             self._receiver.setblocking(False)
 

@@ -1,0 +1,295 @@
+"""The awaitable Tun API, on uring, epoll and fake rings and both loops, and real-device specifics."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import random
+import socket
+import struct
+
+import pytest
+
+import aiouring
+from aiouring import ClosedError, Tun
+from aiouring.testing import fake_tun
+from packets import udp_payload
+from support.harness import LOCAL, SO_RCVBUFFORCE
+from support.netns import interface_names
+
+
+async def test_read_returns_packets_in_order(harness):
+    tun = await harness.open_tun()
+    harness.send_inbound([b"a", b"bb", b"ccc"])
+    got = [harness.unwrap(await asyncio.wait_for(tun.read(), 5)) for _ in range(3)]
+    assert got == [b"a", b"bb", b"ccc"]
+    await tun.aclose()
+
+
+async def test_async_for_ends_when_closed(harness):
+    tun = await harness.open_tun()
+    harness.send_inbound([b"1", b"2"])
+    seen = []
+    async for packet in tun:
+        seen.append(harness.unwrap(packet))
+        if len(seen) == 2:
+            tun.close()
+    assert seen == [b"1", b"2"]
+    await tun.wait_closed()
+
+
+async def test_buffered_packet_is_returned_without_suspending(harness):
+    tun = await harness.open_tun()
+    harness.send_inbound([b"ready"])
+    await asyncio.wait_for(_until(lambda: len(tun._protocol.queue) == 1), 5)
+    coro = tun.read()
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)  # completes on the first step: no suspension
+    assert harness.unwrap(done.value.value) == b"ready"
+    await tun.aclose()
+
+
+async def test_cancelled_reads_never_lose_a_packet(harness):
+    """A storm of wait_for(read(), tiny timeout) while packets stream in."""
+    tun = await harness.open_tun()
+    total = 4000
+    payloads = [b"storm %05d" % i for i in range(total)]
+    got: list[bytes] = []
+    timeouts = 0
+
+    async def produce() -> None:
+        for i in range(0, total, 8):
+            harness.send_inbound(payloads[i : i + 8])
+            await asyncio.sleep(0.0002)
+
+    producer = asyncio.ensure_future(produce())
+    rng = random.Random(7)
+    while len(got) < total:
+        roll = rng.random()
+        try:
+            if roll < 0.33:
+                packet = await asyncio.wait_for(tun.read(), rng.choice([1e-6, 1e-5, 1e-4, 1e-3]))
+            elif roll < 0.66:
+                async with asyncio.timeout(rng.choice([1e-6, 1e-5, 1e-4])):
+                    packet = await tun.read()
+            else:
+                # cancel after 0-2 loop iterations: before, during or after the wake-up
+                task = asyncio.ensure_future(tun.read())
+                for _ in range(rng.randrange(3)):
+                    await asyncio.sleep(0)
+                task.cancel()
+                try:
+                    packet = await task
+                except asyncio.CancelledError:
+                    timeouts += 1
+                    continue
+            got.append(harness.unwrap(packet))
+        except (asyncio.TimeoutError, TimeoutError):
+            timeouts += 1
+    await producer
+    assert got == payloads
+    print(f"{timeouts} reads cancelled while {total} packets arrived")
+    assert timeouts > 300
+    await tun.aclose()
+
+
+async def test_woken_reader_cancelled_before_resuming_leaves_packet_for_next():
+    """The second window: the packet is in the queue and the reader was woken,
+    but the task is cancelled before it runs again."""
+    pair = await fake_tun()
+    first = asyncio.ensure_future(pair.tun.read())
+    second = asyncio.ensure_future(pair.tun.read())
+    await asyncio.sleep(0)
+    pair.peer.send(b"\x45only one")
+    pair.ring._on_wakeup()  # reap now, as the loop would: wakes `first`
+    assert pair.tun._protocol.waiters[0] is not None and len(pair.tun._protocol.queue) == 1
+    first.cancel()  # before `first` gets to run
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, 5) == b"\x45only one"
+    await pair.tun.aclose()
+
+
+async def test_two_readers_are_served_in_order(harness):
+    tun = await harness.open_tun()
+    readers = [asyncio.ensure_future(tun.read()) for _ in range(3)]
+    await asyncio.sleep(0)
+    harness.send_inbound([b"r1", b"r2", b"r3"])
+    got = await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert [harness.unwrap(p) for p in got] == [b"r1", b"r2", b"r3"]
+    await tun.aclose()
+
+
+async def test_close_wakes_pending_reads_and_later_calls_raise(harness):
+    tun = await harness.open_tun()
+    pending = [asyncio.ensure_future(tun.read()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    tun.close()
+    results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 5)
+    assert all(isinstance(r, ClosedError) for r in results)
+    await asyncio.wait_for(tun.wait_closed(), 5)
+    with pytest.raises(ClosedError, match="closed"):
+        await tun.read()
+    with pytest.raises(ClosedError):
+        await tun.write(harness.packet(b"x"))
+    with pytest.raises(ClosedError):
+        tun.fileno()
+    tun.close()  # idempotent
+
+
+async def test_write_reaches_the_network(harness):
+    tun = await harness.open_tun()
+    for i in range(50):
+        await tun.write(harness.packet(b"w%d" % i))
+    assert await harness.outbound(50) == [b"w%d" % i for i in range(50)]
+    await tun.aclose()
+
+
+async def test_refused_packet_is_raised_by_the_next_write(harness):
+    tun = await harness.open_tun()
+    if harness.kind == "fake":
+        harness.device.fail_writes(errno.EINVAL)
+    await tun.write(b"\x00" * 20)
+    await asyncio.sleep(0.05)
+    with pytest.raises(OSError) as info:
+        await tun.write(harness.packet(b"not written"))
+    assert info.value.errno == errno.EINVAL
+    assert any("earlier" in note for note in info.value.__notes__)
+    await tun.write(harness.packet(b"written"))
+    assert await harness.outbound(1) == [b"written"]
+    await tun.aclose()
+
+
+async def test_write_validates_its_argument(harness):
+    tun = await harness.open_tun()
+    with pytest.raises(ValueError):
+        await tun.write(b"")
+    with pytest.raises(ValueError):
+        await tun.write(b"\x45" * (tun.mtu + 1))
+    with pytest.raises(TypeError):
+        await tun.write(["not", "bytes"])
+    await tun.aclose()
+
+
+async def test_ten_thousand_packets_each_way_with_contents_checked(backend, netns):
+    tun = await aiouring.open_tun(addresses=[f"{LOCAL}/24"], backend=backend)
+    from support.harness import KernelHarness
+
+    h = KernelHarness(backend)
+    h._bind()
+    h._receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)  # root: past rmem_max
+    n = 10_000
+    inbound = [os.urandom(8) + b"in %05d" % i for i in range(n)]
+    got = []
+    for i in range(0, n, 250):  # in bursts below the TUN's queue length
+        h.send_inbound(inbound[i : i + 250])
+        while len(got) < i + 250:
+            got.append(udp_payload(await asyncio.wait_for(tun.read(), 5)))
+    assert got == inbound
+    outbound = [os.urandom(8) + b"out %05d" % i for i in range(n)]
+    received = []
+    for i in range(0, n, 250):
+        for p in outbound[i : i + 250]:
+            await tun.write(h.packet(p))
+        received = await h.outbound(i + 250)
+    assert received == outbound
+    h.close()
+    await tun.aclose()
+
+
+async def test_open_tun_names_and_configures_the_interface(backend, netns):
+    tun = await aiouring.open_tun("aiou-test0", mtu=1400, addresses=["10.4.0.1/24"], backend=backend)
+    assert tun.name == "aiou-test0" and tun.mtu == 1400
+    assert "aiou-test0" in interface_names()
+    with pytest.raises(ValueError):
+        await tun.write(b"\x45" * 1401)
+    await tun.aclose()
+    assert "aiou-test0" not in interface_names()
+
+
+async def test_tap_mode_reads_ethernet_frames(backend, netns):
+    tap = await aiouring.open_tun(mode="tap", addresses=["10.5.0.1/24"], backend=backend)
+    assert tap.mode == "tap" and tap.name.startswith("tap")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.sendto(b"who has", ("10.5.0.2", 9))  # the kernel asks ARP first
+    frame = await asyncio.wait_for(tap.read(), 5)
+    sock.close()
+    assert struct.unpack_from("!H", frame, 12)[0] == 0x0806  # an ARP frame, Ethernet header included
+    await tap.write(frame)  # a whole frame is accepted back
+    await tap.aclose()
+
+
+async def test_from_fd_adopts_an_open_tun(backend, netns):
+    fd = os.open("/dev/net/tun", os.O_RDWR)  # blocking, as another library might hand it over
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"adopted0", 0x0001 | 0x1000))
+    tun = await Tun.from_fd(fd, backend=backend)
+    assert tun.name == "adopted0" and tun.fileno() == fd
+    assert not os.get_blocking(fd)
+    await aiouring.TunDevice(-1, "adopted0").configure(addresses=["10.6.0.1/24"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.sendto(b"adopted", ("10.6.0.2", 9))
+    assert udp_payload(await asyncio.wait_for(tun.read(), 5)) == b"adopted"
+    sock.close()
+    await tun.aclose()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the Tun owned it and closed it
+
+
+async def test_from_fd_takes_a_file_object(netns):
+    f = open("/dev/net/tun", "r+b", buffering=0)
+    fcntl.ioctl(f.fileno(), 0x400454CA, struct.pack("16sH22x", b"adopted1", 0x0001 | 0x1000))
+    tun = await Tun.from_fd(f)
+    assert f.closed and tun.name == "adopted1"
+    await tun.aclose()
+
+
+async def test_from_fd_refuses_what_is_not_a_tun(netns):
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ValueError, match="not a TUN"):
+            await Tun.from_fd(r)
+        with pytest.raises(TypeError):
+            await Tun.from_fd("fd")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        ("x" * 16, ValueError),
+        ("bad/name", ValueError),
+        ("has space", ValueError),
+        ("", ValueError),
+        ("..", ValueError),
+        (42, TypeError),
+        ("lo", FileExistsError),
+    ],
+)
+async def test_bad_names_are_refused_clearly(name, error, netns):
+    with pytest.raises(error):
+        await aiouring.open_tun(name)
+
+
+async def test_opening_a_name_in_use_says_so(netns):
+    tun = await aiouring.open_tun("busy0")
+    with pytest.raises(FileExistsError, match="busy0"):
+        await aiouring.open_tun("busy0")
+    await tun.aclose()
+
+
+async def test_bad_addresses_and_mtu_are_refused(netns):
+    with pytest.raises(ValueError, match="address"):
+        await aiouring.open_tun(addresses=["10.0.0.300/24"])
+    with pytest.raises(ValueError, match="mtu"):
+        await aiouring.open_tun(mtu=20)
+    with pytest.raises(ValueError, match="mode"):
+        await aiouring.open_tun(mode="tin")
+    assert [n for n in interface_names() if n.startswith("tun")] == []  # nothing left behind
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.0005)
