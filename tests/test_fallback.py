@@ -50,7 +50,7 @@ SNIPPET = textwrap.dedent(
 
 def run_without_io_uring(loop: str, env_extra: dict | None = None, seccomp: bool = True) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.join(HERE, "..", "examples")]))
-    cmd = [sys.executable, "-m", "support.no_uring", loop] if seccomp else [sys.executable, "-c", "import sys; LOOP=sys.argv[1]; exec(sys.stdin.read())", loop]
+    cmd = [sys.executable, "-m", "support.sandbox", loop] if seccomp else [sys.executable, "-c", "import sys; LOOP=sys.argv[1]; exec(sys.stdin.read())", loop]
     proc = subprocess.run(cmd, input=SNIPPET, capture_output=True, text=True, env=env, timeout=60, cwd=HERE)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

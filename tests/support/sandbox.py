@@ -1,6 +1,6 @@
-"""Run a Python snippet in this process with io_uring_setup refused (EPERM) by a seccomp filter.
+"""Take privileges away from a test subprocess: io_uring refused by seccomp, capabilities dropped.
 
-Usage: python -m support.no_uring LOOP  (reads the snippet to run from stdin).
+Usage: python -m support.sandbox LOOP  (runs the snippet on stdin with io_uring refused).
 """
 from __future__ import annotations
 
@@ -39,6 +39,28 @@ def refuse_io_uring() -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+PR_CAPBSET_DROP = 24
+CAP_LAST = 63
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities() -> None:
+    """Leave this process (and what it execs, even as uid 0) with no capabilities."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(CAP_LAST + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap: fine
+    header = struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0)
+    data = bytes(24)  # two {effective, permitted, inheritable} sets, all empty
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def unprivileged_no_uring() -> None:
+    """preexec_fn for subprocess: no io_uring, no capabilities."""
+    refuse_io_uring()
+    drop_capabilities()
 
 
 if __name__ == "__main__":
