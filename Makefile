@@ -1,23 +1,20 @@
-# The two commands a newcomer needs (as root on Debian 12): `make demo`, `make test`.
-VENV ?= .venv
-PY := $(VENV)/bin/python
-
-.PHONY: setup demo test bench soak asan clean
+# Shortcuts for the scripts in scripts/ (the README's commands need no make).
+.PHONY: setup demo test bench soak clean
 
 setup:
-	@sh scripts/setup.sh
+	sh scripts/setup.sh
 
-demo: setup
-	$(PY) examples/demo.py
+demo:
+	sh scripts/demo.sh
 
-test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test:
+	sh scripts/test.sh $(PYTEST_ARGS)
 
-bench: setup
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+bench:
+	sh scripts/bench.sh $(BENCH_ARGS)
 
-soak: setup
-	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)
+soak:
+	sh scripts/test.sh -m soak $(PYTEST_ARGS)
 
 clean:
 	rm -rf build *.egg-info aiouring/_native/_uring.* .pytest_cache

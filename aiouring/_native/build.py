@@ -23,7 +23,7 @@ def _check_liburing() -> None:
         sys.exit(
             "aiouring: liburing's headers (liburing.h) were not found.\n"
             "On Debian/Ubuntu install them with:  apt-get install liburing-dev\n"
-            "(make setup does this for you)."
+            "(sh scripts/setup.sh does this for you)."
         )
 
 
