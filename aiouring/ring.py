@@ -475,6 +475,9 @@ class Ring:
             self._loop.call_exception_handler(
                 {"message": "aiouring: io_uring_enter failed", "exception": exc, "ring": self}
             )
+        # The kernel did not signal the eventfd for what it posted during the
+        # submit (see aiou_submit): reap it now, saving a trip through epoll.
+        self._reap()
 
     def _check_open(self) -> None:
         if self._closed or self._closing:
