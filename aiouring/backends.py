@@ -27,13 +27,15 @@ def open_ring(backend: str = "auto", *, loop: asyncio.AbstractEventLoop | None =
     ``backend="uring"`` gives a ``Ring`` or raises ``UnsupportedError``;
     ``"epoll"`` gives a ``ReadinessRing``; ``"auto"`` tries io_uring and falls
     back to epoll, logging a warning (logger ``aiouring``) with the reason.
-    ``options`` go to ``Ring`` (``entries``, ``setup``, ``cq_entries``).
+    ``options`` go to ``Ring`` (``entries``, ``setup``, ``cq_entries``,
+    ``write_slots``); ``write_slots`` also sizes the epoll backend's write queue.
     """
     global _fallback_logged
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    readiness_options = {k: v for k, v in options.items() if k == "write_slots"}
     if backend == "epoll":
-        return ReadinessRing(loop=loop)
+        return ReadinessRing(loop=loop, **readiness_options)
     try:
         return Ring(loop=loop, **options)
     except UnsupportedError as exc:
@@ -42,7 +44,7 @@ def open_ring(backend: str = "auto", *, loop: asyncio.AbstractEventLoop | None =
         if not _fallback_logged:
             logger.warning("aiouring: io_uring unavailable, using the epoll backend: %s", exc.reason)
             _fallback_logged = True
-        return ReadinessRing(loop=loop)
+        return ReadinessRing(loop=loop, **readiness_options)
 
 
 def get_ring(backend: str = "auto") -> AnyRing:

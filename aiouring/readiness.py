@@ -6,8 +6,9 @@ for readiness with ``loop.add_reader``/``add_writer`` and then make the
 syscall, so nothing is consumed from a file before the caller can take it:
 cancelling an awaiting task never loses data here, and there are no late
 results.  Packet readers drain up to ``drain_limit`` packets per wake-up (the
-"bounded drain" recipe); writes queued during a loop iteration are written in
-one ``call_soon`` flush, mirroring the uring backend's batching.
+"bounded drain" recipe); packet writers queue up to ``write_slots`` packets,
+written in one ``call_soon`` flush per loop iteration, mirroring the uring
+backend's batching and its write pool.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from .errors import ClosedError
-from .ring import Handler, OnPackets, OnStopped, PacketReader, _check_bytes_like, _check_fd, _writable
+from .ring import OnPackets, OnStopped, PacketReader, _check_bytes_like, _check_fd, _writable
 
 __all__ = ["ReadinessRing"]
 
@@ -84,13 +85,53 @@ class _ReadinessPacketReader(PacketReader):
         return f"<PacketReader fd={self.fd} mode=readiness {'stopped' if self._stopped else 'armed'}>"
 
 
+class _ReadinessWriter:
+    """``PacketWriter``'s interface over the ring's write queue."""
+
+    def __init__(self, ring: "ReadinessRing", fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> None:
+        self._ring = ring
+        self._fd = fd
+        self._on_error = on_error
+        self._on_space = on_space
+        self._queued = 0
+        self._drained_cb: Callable[[], None] | None = None
+
+    def write(self, data: bytes) -> bool:
+        ring = self._ring
+        if ring._closed:
+            raise ClosedError("the ring is closed")
+        if ring._blocked_fd is not None or len(ring._writes) >= ring._write_slots:
+            if self not in ring._space_waiters:
+                ring._space_waiters.append(self)
+            return False
+        ring._writes.append((self, data))
+        self._queued += 1
+        ring._started += 1
+        if ring._flush_handle is None:
+            ring._flush_handle = ring._loop.call_soon(ring._flush)
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return self._queued
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if not self._queued:
+            callback()
+        else:
+            self._drained_cb = callback
+
+    def close(self) -> None:
+        pass
+
+
 class ReadinessRing:
     """The ``Ring`` interface over ``loop.add_reader``/``add_writer`` (see module doc)."""
 
     backend = "epoll"
     setup = None
 
-    def __init__(self, *, loop: asyncio.AbstractEventLoop | None = None, drain_limit: int = 64) -> None:
+    def __init__(self, *, loop: asyncio.AbstractEventLoop | None = None, drain_limit: int = 64, write_slots: int = 1024) -> None:
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -103,7 +144,9 @@ class ReadinessRing:
         self._started = 0
         self._done = 0
         self._waiting: dict[tuple[str, int], list[asyncio.Future]] = {}
-        self._writes: deque[tuple[int, bytes, Handler]] = deque()
+        self._write_slots = write_slots
+        self._writes: deque[tuple[_ReadinessWriter, bytes]] = deque()
+        self._space_waiters: list[_ReadinessWriter] = []
         self._flush_handle: asyncio.Handle | None = None
         self._blocked_fd: int | None = None
         self._readers: set[_ReadinessPacketReader] = set()
@@ -230,37 +273,48 @@ class ReadinessRing:
         self._started += 1
         return _ReadinessPacketReader(self, fd, bufsize, on_packets, on_stopped, self._drain_limit)
 
-    def submit_write(self, fd: int, data: bytes, handler: Handler) -> None:
-        """Queue a write for this iteration's flush; ``handler(data, res, 0, None)`` follows."""
+    def open_writer(self, fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> _ReadinessWriter:
+        """A packet writer for ``fd``; see ``aiouring.ring.PacketWriter``."""
         self._check_open()
-        self._started += 1
-        self._writes.append((fd, data, handler))
-        if self._flush_handle is None and self._blocked_fd is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+        _check_fd(fd)
+        return _ReadinessWriter(self, fd, on_error, on_space)
 
     def _flush(self) -> None:
         self._flush_handle = None
         writes = self._writes
         write = os.write
         while writes:
-            fd, data, handler = writes[0]
+            writer, data = writes[0]
             try:
-                res = write(fd, data)
+                write(writer._fd, data)
+                res = 0
             except (BlockingIOError, InterruptedError):
                 # The fd is full: wait until it is writable, keeping order.
-                self._blocked_fd = fd
-                self._loop.add_writer(fd, self._unblock)
+                self._blocked_fd = writer._fd
+                self._loop.add_writer(writer._fd, self._unblock)
                 return
             except OSError as exc:
                 res = -(exc.errno or errno.EIO)
             writes.popleft()
+            writer._queued -= 1
             self._done += 1
-            try:
-                handler(data, res, 0, None)
-            except Exception as exc:
-                self._loop.call_exception_handler(
-                    {"message": "aiouring: exception in a write callback", "exception": exc, "ring": self}
-                )
+            if res < 0:
+                self._call(writer._on_error, res)
+            if not writer._queued and writer._drained_cb is not None:
+                callback, writer._drained_cb = writer._drained_cb, None
+                self._call(callback)
+        if self._space_waiters:
+            waiters, self._space_waiters = self._space_waiters, []
+            for writer in waiters:
+                self._call(writer._on_space)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": "aiouring: exception in a write callback", "exception": exc, "ring": self}
+            )
 
     def _unblock(self) -> None:
         if self._blocked_fd is not None:
@@ -276,8 +330,7 @@ class ReadinessRing:
 
     def close(self) -> None:
         """Stop watching every fd and wake every waiter with ``ClosedError``.
-        Queued writes that were not written are reported to their handlers as
-        ``-ECANCELED``.  Idempotent."""
+        Queued packets not yet written are dropped.  Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -297,8 +350,9 @@ class ReadinessRing:
             reader._stop()
             reader._on_stopped(ClosedError("ring closed"))
         while self._writes:
-            fd, data, handler = self._writes.popleft()
-            handler(data, -errno.ECANCELED, 0, None)
+            writer, data = self._writes.popleft()
+            writer._queued -= 1
+        self._space_waiters.clear()
 
     async def aclose(self) -> None:
         self.close()

@@ -58,10 +58,10 @@ import warnings
 from enum import IntEnum
 from typing import Any, Callable, Sequence
 
-from ._native import F_MORE, ID_MASK, MAX_GROUPS, NativeRing
+from ._native import F_MORE, GROUP_SHIFT, ID_MASK, MAX_GROUPS, MAX_WRITERS, POOL_GROUP, NativeRing
 from .errors import ClosedError, oserror
 
-__all__ = ["Ring", "PacketReader", "Tag"]
+__all__ = ["Ring", "PacketReader", "PacketWriter", "Tag"]
 
 logger = logging.getLogger("aiouring")
 
@@ -254,6 +254,79 @@ class _UringPacketReader(PacketReader):
         return f"<PacketReader fd={self.fd} mode={self.mode} {state}>"
 
 
+class PacketWriter:
+    """Writes whole packets to one fd with no future or callback per packet.
+
+    ``write(data)`` copies the packet into the ring's write pool and queues
+    the write for this iteration's submit; it returns ``False`` (and takes
+    nothing) when the pool or the SQ is full, and ``on_space()`` is called
+    once there is room again.  A write the kernel refuses calls
+    ``on_error(-errno)``; successful ones are never reported.  Packets larger
+    than a pool slot are written from the caller's bytes object, which the
+    ring keeps until the kernel's completion.  ``in_flight`` counts writes
+    the kernel has not completed; ``when_drained(cb)`` calls ``cb()`` once it
+    is zero.
+    """
+
+    __slots__ = ("_ring", "_fd", "_tag", "_copy", "_on_error", "_on_space", "_big", "_drained_cb", "__weakref__")
+
+    def __init__(self, ring: "Ring", fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> None:
+        self._ring = ring
+        self._fd = fd
+        self._on_error = on_error
+        self._on_space = on_space
+        self._big = 0
+        self._drained_cb: Callable[[], None] | None = None
+        self._tag = ring._alloc_writer(self)
+        self._copy = ring._kernel.write_copy
+
+    def write(self, data: bytes) -> bool:
+        res = self._copy(self._fd, data, len(data), self._tag)
+        if res == 0:
+            ring = self._ring
+            if ring._flush_handle is None:
+                ring._flush_handle = ring._loop.call_soon(ring._flush)
+            return True
+        return self._refused(data, res)
+
+    def _refused(self, data: bytes, res: int) -> bool:
+        ring = self._ring
+        if res == -errno.EMSGSIZE:
+            self._big += 1
+            ring.submit_write(self._fd, data, self._big_done)
+            return True
+        if res in (-errno.ENOBUFS, -errno.EBUSY):
+            if self not in ring._space_waiters:
+                ring._space_waiters.append(self)
+            return False
+        if ring._closed or ring._closing or res == -errno.EBADF:
+            raise ClosedError("the ring is closed")
+        raise oserror(res, f"write to fd {self._fd}")
+
+    def _big_done(self, data: bytes, res: int, flags: int, payload: Any) -> None:
+        self._big -= 1
+        if res < 0:
+            self._on_error(res)
+
+    @property
+    def in_flight(self) -> int:
+        ring = self._ring
+        if ring._closed:
+            return 0
+        return ring._kernel.writer_in_flight(self._tag) + self._big
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if self.in_flight == 0:
+            callback()
+        else:
+            self._drained_cb = callback
+            self._ring._drain_waiters.append(self)
+
+    def close(self) -> None:
+        """Stop using this writer (writes in flight still complete)."""
+        self._ring._free_writer(self)
+
+
 class Ring:
     """One io_uring plus an eventfd, driven by an asyncio loop (see module doc).
 
@@ -277,6 +350,7 @@ class Ring:
         loop: asyncio.AbstractEventLoop | None = None,
         setup: str = "auto",
         cq_entries: int | None = None,
+        write_slots: int = 1024,
         kernel: Any = None,
     ) -> None:
         if not isinstance(entries, int) or not 1 <= entries <= 32768:
@@ -288,13 +362,19 @@ class Ring:
                 raise RuntimeError("Ring() needs a running event loop, or pass loop=") from None
         self._loop = loop
         self._closed = True  # until the kernel ring exists, for __del__
-        self._kernel = kernel if kernel is not None else NativeRing(entries, cq_entries or 4 * entries, setup)
+        if kernel is None:
+            kernel = NativeRing(entries, cq_entries or 4 * entries, setup, write_slots)
+        self._kernel = kernel
         self._ops: dict[int, tuple[Handler, Any]] = {}
         self._next_id = int(Tag.FIRST_ID)
         self._flush_handle: asyncio.Handle | None = None
         self._reap_handle: asyncio.Handle | None = None
         self._touched: list[_UringPacketReader] = []
         self._free_groups = list(range(MAX_GROUPS - 1, -1, -1))
+        self._writers: dict[int, PacketWriter] = {}
+        self._free_writers = list(range(MAX_WRITERS - 1, -1, -1))
+        self._space_waiters: list[PacketWriter] = []
+        self._drain_waiters: list[PacketWriter] = []
         self._closing = False
         self._closed = False
         self._warn_on_gc = True
@@ -313,8 +393,10 @@ class Ring:
 
     @property
     def in_flight(self) -> int:
-        """Ops the kernel still owns (including kept-armed reads)."""
-        return len(self._ops)
+        """Ops the kernel still owns (including kept-armed reads and pooled writes)."""
+        if self._closed:
+            return 0
+        return len(self._ops) + self._kernel.pool_in_flight
 
     @property
     def counters(self) -> tuple[int, int]:
@@ -431,6 +513,12 @@ class Ring:
             raise ValueError(f"mode must be 'auto', 'multishot' or 'single', not {mode!r}")
         return _UringPacketReader(self, fd, bufsize, on_packets, on_stopped, mode, buffers)
 
+    def open_writer(self, fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> PacketWriter:
+        """A ``PacketWriter`` for ``fd`` (see its docstring)."""
+        self._check_open()
+        _check_fd(fd)
+        return PacketWriter(self, fd, on_error, on_space)
+
     def submit_write(self, fd: int, data: bytes, handler: Handler) -> None:
         """Queue one write of ``data`` (bytes) with no future: on its CQE,
         ``handler(data, res, flags, None)`` is called (``res`` is the byte
@@ -448,6 +536,18 @@ class Ring:
         ud = self._next_id
         self._next_id = ud + 1 if ud < ID_MASK else int(Tag.FIRST_ID)
         return ud
+
+    def _alloc_writer(self, writer: PacketWriter) -> int:
+        if not self._free_writers:
+            raise RuntimeError(f"all {MAX_WRITERS} writers of this ring are in use")
+        tag = self._free_writers.pop()
+        self._writers[tag] = writer
+        return tag
+
+    def _free_writer(self, writer: PacketWriter) -> None:
+        if self._writers.get(writer._tag) is writer:
+            del self._writers[writer._tag]
+            self._free_writers.append(writer._tag)
 
     def _alloc_group(self) -> int:
         if not self._free_groups:
@@ -496,23 +596,32 @@ class Ring:
         self._reap_handle = None
         kernel = self._kernel
         ops = self._ops
-        limit = 4 * kernel.batch_limit
         for _ in range(_MAX_ROUNDS):
-            vals, arena = kernel.reap()
-            for i in range(0, len(vals), 4):
-                ud = vals[i]
+            out, pk, arena = kernel.reap()
+            if not out and not pk:
+                break
+            pos = 0
+            for i in range(0, len(out), 5):
+                mark = out[i + 4]
+                if mark > pos:
+                    self._take_packets(pk, arena, pos, mark)
+                    pos = mark
+                ud = out[i]
                 entry = ops.get(ud)
                 if entry is None:
+                    self._unowned_cqe(ud, out[i + 1])
                     continue
-                flags = vals[i + 2]
+                flags = out[i + 2]
                 if not flags & F_MORE:
                     del ops[ud]
-                res = vals[i + 1]
-                off = vals[i + 3]
+                res = out[i + 1]
+                off = out[i + 3]
                 try:
                     entry[0](entry[1], res, flags, arena[off : off + res] if off >= 0 else None)
                 except Exception as exc:
                     self._callback_failed(exc)
+            if 3 * pos < len(pk):
+                self._take_packets(pk, arena, pos, len(pk) // 3)
             if self._touched:
                 touched = self._touched
                 self._touched = []
@@ -521,10 +630,67 @@ class Ring:
                         reader._deliver()
                     except Exception as exc:
                         self._callback_failed(exc)
-            if len(vals) < limit:
-                return
-        if not self._closed and self._reap_handle is None:
-            self._reap_handle = self._loop.call_soon(self._reap)
+        else:
+            if not self._closed and self._reap_handle is None:
+                self._reap_handle = self._loop.call_soon(self._reap)
+        if self._space_waiters and kernel.pool_free:
+            self._wake_writers()
+        if self._drain_waiters:
+            self._check_drained()
+
+    def _take_packets(self, pk: list[int], arena: Any, start: int, end: int) -> None:
+        """Append packets ``pk[start:end]`` to their readers' batches, in order."""
+        ops = self._ops
+        touched = self._touched
+        i, stop = 3 * start, 3 * end
+        while i < stop:
+            ud = pk[i]
+            entry = ops.get(ud)
+            if entry is None:  # cannot happen while the multishot read is armed
+                i += 3
+                continue
+            reader = entry[1]
+            batch = reader._batch
+            if not batch:
+                touched.append(reader)
+            append = batch.append
+            while i < stop and pk[i] == ud:
+                off = pk[i + 1]
+                append(arena[off : off + pk[i + 2]])
+                i += 3
+
+    def _unowned_cqe(self, ud: int, res: int) -> None:
+        """A CQE with no op entry: a failed pooled write, or a reserved tag."""
+        if (ud >> GROUP_SHIFT) & 0xFFFF == POOL_GROUP and res < 0:  # ud comes as a signed int64
+            writer = self._writers.get((ud >> 16) & 0xFFFFFFFF)
+            if writer is not None:
+                try:
+                    writer._on_error(res)
+                except Exception as exc:
+                    self._callback_failed(exc)
+
+    def _wake_writers(self) -> None:
+        waiters = self._space_waiters
+        self._space_waiters = []
+        for writer in waiters:
+            try:
+                writer._on_space()
+            except Exception as exc:
+                self._callback_failed(exc)
+
+    def _check_drained(self) -> None:
+        still = []
+        for writer in self._drain_waiters:
+            if writer.in_flight:
+                still.append(writer)
+                continue
+            callback, writer._drained_cb = writer._drained_cb, None
+            if callback is not None:
+                try:
+                    callback()
+                except Exception as exc:
+                    self._callback_failed(exc)
+        self._drain_waiters = still
 
     def _callback_failed(self, exc: Exception) -> None:
         self._loop.call_exception_handler(
@@ -544,20 +710,23 @@ class Ring:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush_handle = None
-            if self._ops:
+            for writer in self._writers.values():
+                writer._copy = _refuse_write
+            if self.in_flight:
                 self._kernel.prep_cancel_all(Tag.IGNORE)
                 deadline = time.monotonic() + _CLOSE_WAIT
-                while self._ops and time.monotonic() < deadline:
+                while self.in_flight and time.monotonic() < deadline:
                     self._kernel.wait(50)
                     self._reap()
-            if self._ops:
+            if self.in_flight:
                 logger.warning(
                     "aiouring: %d ops did not complete within %.1fs of close(); "
                     "keeping their buffers for the life of the process",
                     len(self._ops),
                     _CLOSE_WAIT,
                 )
-                _GRAVEYARD.append(self._ops)
+                _GRAVEYARD.append((self._ops, self._kernel))
+                self._kernel = _LeakedKernel(self._kernel)
         finally:
             self._closed = True
             if self._reap_handle is not None:
@@ -590,6 +759,21 @@ class Ring:
             self._kernel.close()
         else:
             _GRAVEYARD.append((self._kernel, self._ops))
+
+
+def _refuse_write(fd: int, data: Any, n: int, writer: int) -> int:
+    return -errno.EBADF
+
+
+class _LeakedKernel:
+    """Stands in for a kernel ring that could not be freed safely at close."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.counters = kernel.counters
+        self.setup = kernel.setup
+
+    def close(self) -> None:
+        pass
 
 
 def _check_fd(fd: Any) -> None:

@@ -29,7 +29,7 @@ import os
 from collections import deque
 from typing import Any, NamedTuple, Sequence
 
-from ._native import F_BUFFER, F_MORE, GROUP_SHIFT
+from ._native import F_BUFFER, F_MORE, GROUP_SHIFT, MAX_WRITERS, POOL_GROUP
 from .device import TunDevice
 from .protocol import PacketQueueProtocol
 from .ring import PacketReader, Ring
@@ -55,6 +55,7 @@ class FakeOp:
     bgid: int = -1
     buffer: Any = None
     pending: bool = True
+    writer: int = -1  # pooled writes: the writer's tag
 
     @property
     def multishot(self) -> bool:
@@ -90,7 +91,7 @@ class FakeKernel:
     backend = "fake"
     setup = "fake"
 
-    def __init__(self, *, batch_limit: int = 256, group_sizes: int | None = None) -> None:
+    def __init__(self, *, batch_limit: int = 256, group_sizes: int | None = None, write_slots: int = 1024, slot_size: int = 2048) -> None:
         self.eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.sq: list[FakeOp] = []
         self.ops: dict[int, FakeOp] = {}
@@ -103,6 +104,10 @@ class FakeKernel:
         self.submit_calls = 0
         self._batch_limit = batch_limit
         self._group_limit = group_sizes
+        self.write_slots = write_slots
+        self.slot_size = slot_size
+        self.pool_free = write_slots
+        self._writer_counts: dict[int, int] = {}
         self.closed = False
 
     # -- the NativeRing interface -----------------------------------------------
@@ -134,6 +139,30 @@ class FakeKernel:
     def prep_write(self, fd: int, data: Any, offset: int, ud: int) -> Any:
         self._prep(FakeOp("write", fd, ud, size=len(memoryview(data)), data=bytes(data)))
         return data
+
+    def write_copy(self, fd: int, data: bytes, n: int, writer: int) -> int:
+        """A pooled write, as aiou_write_copy: 0, or -ENOBUFS/-EMSGSIZE/-EBADF."""
+        if self.closed:
+            return -errno.EBADF
+        if n > self.slot_size:
+            return -errno.EMSGSIZE
+        if writer >= MAX_WRITERS:
+            return -errno.EINVAL
+        if not self.pool_free:
+            return -errno.ENOBUFS
+        self.pool_free -= 1
+        self._writer_counts[writer] = self._writer_counts.get(writer, 0) + 1
+        self._next_slot = getattr(self, "_next_slot", 0) + 1
+        ud = (POOL_GROUP << GROUP_SHIFT) | (writer << 16) | (self._next_slot & 0xFFFF)
+        self._prep(FakeOp("write", fd, ud, size=n, data=bytes(data), writer=writer))
+        return 0
+
+    def writer_in_flight(self, writer: int) -> int:
+        return self._writer_counts.get(writer, 0)
+
+    @property
+    def pool_in_flight(self) -> int:
+        return self.write_slots - self.pool_free
 
     def prep_readv(self, fd: int, buffers: Sequence[Any], offset: int, ud: int) -> Any:
         self._prep(FakeOp("readv", fd, ud, size=sum(len(memoryview(b)) for b in buffers), buffer=list(buffers)))
@@ -178,8 +207,9 @@ class FakeKernel:
     def wait(self, timeout_ms: int) -> None:
         self.submit()
 
-    def reap(self) -> tuple[list[int], bytes]:
-        vals: list[int] = []
+    def reap(self) -> tuple[list[int], list[int], bytes]:
+        out: list[int] = []
+        pk: list[int] = []
         arena = bytearray()
         n = 0
         while self.cq and n < self._batch_limit:
@@ -191,12 +221,15 @@ class FakeKernel:
                 group = self.groups.get(((ud >> GROUP_SHIFT) & 0xFFFF) - 1)
                 if group is not None:
                     group[1] -= 1  # the buffer is recycled once copied out
-            vals += (ud, res, flags, off)
+            if off >= 0 and flags & F_MORE:
+                pk += (ud, off, res)
+            else:
+                out += (ud, res, flags, off, len(pk) // 3)
             n += 1
         self.reaped += n
         if self.cq:
             self._signal()
-        return vals, bytes(arena)
+        return out, pk, bytes(arena)
 
     def close(self) -> None:
         if not self.closed:
@@ -274,6 +307,12 @@ class FakeKernel:
         if not more:
             op.pending = False
             self.ops.pop(op.ud, None)
+        if op.writer >= 0:
+            self.pool_free += 1
+            self._writer_counts[op.writer] -= 1
+            if res >= 0:
+                self.reaped += 1
+                return  # successful pooled writes post nothing Python sees, as in C
         self.post(op.ud, res, flags, payload)
 
     def _device_write(self, device: FakeDevice, op: FakeOp) -> None:
@@ -314,14 +353,19 @@ class FakeRing(Ring):
         read_mode: str = "multishot",
         batch_limit: int = 256,
         buffers_per_group: int | None = None,
+        write_slots: int = 1024,
     ) -> None:
-        """``read_mode`` is what ``start_packet_reader(mode="auto")`` uses;
+        """``write_slots`` sizes the write pool (to make transports queue);
+        ``read_mode`` is what ``start_packet_reader(mode="auto")`` uses;
         ``buffers_per_group`` caps multishot buffer groups (to provoke
         ``-ENOBUFS``); ``batch_limit`` is the most CQEs one reap returns."""
         if read_mode not in ("multishot", "single"):
             raise ValueError(f"read_mode must be 'multishot' or 'single', not {read_mode!r}")
         self.read_mode = read_mode
-        super().__init__(loop=loop, kernel=FakeKernel(batch_limit=batch_limit, group_sizes=buffers_per_group))
+        super().__init__(
+            loop=loop,
+            kernel=FakeKernel(batch_limit=batch_limit, group_sizes=buffers_per_group, write_slots=write_slots),
+        )
 
     def start_packet_reader(self, fd: int, bufsize: int, on_packets: Any, on_stopped: Any, *, mode: str = "auto", buffers: int = 256) -> PacketReader:
         return super().start_packet_reader(

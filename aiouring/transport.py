@@ -37,10 +37,10 @@ _PACKET_OVERHEAD = 8  # per queued packet in the write buffer size, as asyncio's
 class TunTransport(asyncio.Transport):
     """Transport of whole packets to and from a TUN/TAP device.
 
-    ``write(packet)`` never blocks: it hands the packet to the ring, or queues
-    it when ``max_writes_in_flight`` are already in the kernel.  Flow control
-    follows asyncio: ``pause_writing()`` above the high-water mark,
-    ``resume_writing()`` at the low one, counting queued and in-flight bytes.
+    ``write(packet)`` never blocks: it hands the packet to the ring's write
+    pool, or queues it here when the pool is full.  Flow control follows
+    asyncio: ``pause_writing()`` above the high-water mark,
+    ``resume_writing()`` at the low one, counting the bytes queued here.
     A write that fails calls ``protocol.error_received(exc)`` and the
     transport stays open; a read error is fatal (``connection_lost(exc)``).
     ``close()`` stops reading and flushes queued writes; ``abort()`` drops them.
@@ -56,7 +56,6 @@ class TunTransport(asyncio.Transport):
         waiter: asyncio.Future | None = None,
         read_mode: str = "auto",
         read_buffers: int = 256,
-        max_writes_in_flight: int = 256,
     ) -> None:
         super().__init__({"name": device.name, "mtu": device.mtu})
         self._loop = loop
@@ -66,7 +65,6 @@ class TunTransport(asyncio.Transport):
         self._protocol = protocol
         self._read_mode = read_mode
         self._read_buffers = read_buffers
-        self._max_in_flight = max_writes_in_flight
         self._max_packet = device.max_packet_size
         self._closing = False
         self._conn_lost = False
@@ -76,12 +74,13 @@ class TunTransport(asyncio.Transport):
         self._stopping_readers = 0
         self._backlog: list[bytes] = []
         self._queue: deque[bytes] = deque()
-        self._in_flight = 0
         self._buffer_size = 0
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
         self._connection_lost_exc: BaseException | None = None
         self._started = False
+        self._draining = False
+        self._writer = ring.open_writer(self._fd, self._on_write_error, self._on_write_space)
         loop.call_soon(self._start, waiter)
 
     # -- info -------------------------------------------------------------------
@@ -120,7 +119,7 @@ class TunTransport(asyncio.Transport):
             state.append("paused" if self._paused else "reading")
         return (
             f"<TunTransport {self._device.name} fd={self._fd} {' '.join(state)} "
-            f"backend={self._ring.backend} in_flight={self._in_flight} bufsize={self._buffer_size}>"
+            f"backend={self._ring.backend} bufsize={self._buffer_size}>"
         )
 
     def get_protocol(self) -> Any:
@@ -269,11 +268,9 @@ class TunTransport(asyncio.Transport):
             )
         if self._closing:
             raise ClosedError(f"write() on a closed TUN transport ({self._device.name})")
-        if self._in_flight < self._max_in_flight and not self._queue:
-            self._in_flight += 1
-            self._ring.submit_write(self._fd, data, self._on_write_done)
-        else:
-            self._queue.append(data)
+        if not self._queue and self._writer.write(data):
+            return
+        self._queue.append(data)
         self._buffer_size += size + _PACKET_OVERHEAD
         if not self._protocol_paused and self._buffer_size > self._high_water:
             self._maybe_pause_protocol()
@@ -283,35 +280,34 @@ class TunTransport(asyncio.Transport):
         for packet in packets:
             self.write(packet)
 
-    def _on_write_done(self, data: bytes, res: int, flags: int, payload: Any) -> None:
-        self._in_flight -= 1
-        self._buffer_size -= len(data) + _PACKET_OVERHEAD
-        if res < 0:
-            if res == -errno.ECANCELED and (self._ring.closed or self._conn_lost):
-                pass
-            elif not self._conn_lost:
-                try:
-                    self._protocol.error_received(oserror(res, f"write to {self._device.name}"))
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.error_received() call failed.")
+    def _on_write_space(self) -> None:
+        """The ring has room again: hand over what is queued, in order."""
         queue = self._queue
-        if queue and not self._conn_lost:
-            ring = self._ring
-            try:
-                while queue and self._in_flight < self._max_in_flight:
-                    packet = queue.popleft()
-                    self._in_flight += 1
-                    ring.submit_write(self._fd, packet, self._on_write_done)
-            except ClosedError as exc:
-                self._in_flight -= 1
-                self._force_close(exc)
-                return
+        writer = self._writer
+        try:
+            while queue:
+                if not writer.write(queue[0]):
+                    break
+                self._buffer_size -= len(queue.popleft()) + _PACKET_OVERHEAD
+        except ClosedError as exc:
+            self._force_close(exc)
+            return
         if self._protocol_paused and self._buffer_size <= self._low_water:
             self._maybe_resume_protocol()
         if self._closing:
             self._maybe_finish()
+
+    def _on_write_error(self, res: int) -> None:
+        if res == -errno.ECANCELED and (self._ring.closed or self._conn_lost):
+            return
+        if self._conn_lost:
+            return
+        try:
+            self._protocol.error_received(oserror(res, f"write to {self._device.name}"))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.error_received() call failed.")
 
     def can_write_eof(self) -> bool:
         return False
@@ -320,7 +316,7 @@ class TunTransport(asyncio.Transport):
         raise NotImplementedError("a TUN device has no end-of-file to write")
 
     def get_write_buffer_size(self) -> int:
-        """Bytes queued or in flight (each packet counted with 8 bytes of overhead)."""
+        """Bytes queued here, not yet taken by the ring (each packet counted with 8 bytes of overhead)."""
         return self._buffer_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
@@ -406,19 +402,29 @@ class TunTransport(asyncio.Transport):
         """Schedule the teardown once nothing of ours is left in the kernel."""
         if self._conn_lost or not self._closing:
             return
-        if self._queue and not force and not self._ring.closed:
-            return
-        if self._reader is not None or self._stopping_readers or self._in_flight:
-            if not self._ring.closed:
+        if not self._ring.closed:
+            if self._queue and not force:
+                return
+            if self._reader is not None or self._stopping_readers:
+                return
+            if self._writer.in_flight:
+                if not self._draining:
+                    self._draining = True
+                    self._writer.when_drained(self._drained)
                 return
         self._conn_lost = True
         self._loop.call_soon(self._call_connection_lost, self._connection_lost_exc)
+
+    def _drained(self) -> None:
+        self._draining = False
+        self._maybe_finish()
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             if self._started:
                 self._protocol.connection_lost(exc)
         finally:
+            self._writer.close()
             self._device.close()
             self._protocol = None
             self._queue.clear()
@@ -443,7 +449,6 @@ async def create_tun_connection(
     backend: str = "auto",
     read_mode: str = "auto",
     read_buffers: int = 256,
-    max_writes_in_flight: int = 256,
 ) -> tuple[TunTransport, TunProtocol]:
     """Open a TUN/TAP device and connect a protocol to it, like ``loop.create_connection``.
 
@@ -465,7 +470,7 @@ async def create_tun_connection(
         waiter = loop.create_future()
         transport = TunTransport(
             loop, ring, device, protocol,
-            waiter=waiter, read_mode=read_mode, read_buffers=read_buffers, max_writes_in_flight=max_writes_in_flight,
+            waiter=waiter, read_mode=read_mode, read_buffers=read_buffers,
         )
     except BaseException:
         device.close()

@@ -82,7 +82,7 @@ async def test_pause_in_connection_made_defers_reading(harness):
 
 
 async def test_write_flow_control_pauses_and_resumes_the_protocol(harness):
-    transport, protocol = await harness.connect(max_writes_in_flight=4)
+    transport, protocol = await harness.connect(write_slots=4)
     transport.set_write_buffer_limits(high=1000, low=100)
     assert transport.get_write_buffer_limits() == (100, 1000)
     for i in range(50):
@@ -103,7 +103,7 @@ async def test_write_flow_control_pauses_and_resumes_the_protocol(harness):
 
 
 async def test_close_flushes_queued_writes(harness):
-    transport, protocol = await harness.connect(max_writes_in_flight=2)
+    transport, protocol = await harness.connect(write_slots=2)
     payloads = [b"flush %d" % i for i in range(200)]
     for p in payloads:
         transport.write(harness.packet(p))
@@ -116,13 +116,13 @@ async def test_close_flushes_queued_writes(harness):
 
 
 async def test_abort_drops_queued_writes(harness):
-    transport, protocol = await harness.connect(max_writes_in_flight=2)
+    transport, protocol = await harness.connect(write_slots=2)
     for i in range(200):
         transport.write(harness.packet(b"abort %d" % i))
     transport.abort()
     assert await asyncio.wait_for(protocol.lost, 5) is None
     sent = await harness.outbound(200, timeout=0.2)
-    assert len(sent) <= 2  # only the writes already in flight went out
+    assert len(sent) <= 2  # only the writes the ring had taken went out
     assert transport.get_write_buffer_size() == 0
 
 

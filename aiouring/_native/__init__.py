@@ -9,6 +9,7 @@ bytes.  ``aiouring.testing.FakeKernel`` implements the same methods.
 from __future__ import annotations
 
 import errno
+import functools
 from typing import Any, Sequence
 
 from ..errors import UnsupportedError, check
@@ -29,6 +30,8 @@ OP_READ_MULTISHOT = lib.AIOU_OP_READ_MULTISHOT
 GROUP_SHIFT = lib.AIOU_UD_ID_BITS
 MAX_GROUPS = lib.AIOU_MAX_GROUPS
 ID_MASK = (1 << GROUP_SHIFT) - 1
+POOL_GROUP = lib.AIOU_POOL_GROUP
+MAX_WRITERS = lib.AIOU_MAX_WRITERS
 
 # Setup flag sets, most capable first; "auto" tries them in order and keeps the
 # first the kernel accepts (an older kernel answers -EINVAL to unknown flags).
@@ -69,7 +72,9 @@ class NativeRing:
 
     backend = "uring"
 
-    def __init__(self, entries: int = 256, cq_entries: int = 0, setup: str = "auto") -> None:
+    def __init__(
+        self, entries: int = 256, cq_entries: int = 0, setup: str = "auto", write_slots: int = 1024, slot_size: int = 2048
+    ) -> None:
         modes = AUTO_ORDER if setup == "auto" else (setup,)
         if setup != "auto" and setup not in SETUP_MODES:
             raise ValueError(f"setup must be 'auto' or one of {sorted(SETUP_MODES)}, not {setup!r}")
@@ -90,12 +95,25 @@ class NativeRing:
         self.cq_entries: int = self._r.cq_entries
         self.defer_taskrun = bool(self._r.setup_flags & lib.IORING_SETUP_DEFER_TASKRUN)
         self._max_batch = 256
-        self._out = ffi.new("int64_t[]", 4 * self._max_batch)
+        self._out = ffi.new("int64_t[]", 5 * self._max_batch)
         self._out_view = memoryview(ffi.buffer(self._out)).cast("q")
-        self._arena_size = 1 << 20
+        self._max_packets = 1024
+        self._pk = ffi.new("int64_t[]", 3 * self._max_packets)
+        self._pk_view = memoryview(ffi.buffer(self._pk)).cast("q")
+        self._npk = ffi.new("unsigned *")
+        self._arena_size = 1 << 21
         self._arena = ffi.new("unsigned char[]", self._arena_size)
         self._arena_buf = ffi.buffer(self._arena)
         self._group_sizes: dict[int, int] = {}
+        res = lib.aiou_pool_init(self._r, write_slots, slot_size)
+        if res < 0:
+            lib.aiou_ring_close(self._r)
+            self._r = None
+            check(res, "allocate the write pool")
+        self.write_slots = write_slots
+        self.slot_size = slot_size
+        # one cffi call per pooled write: (fd, data, len, writer) -> 0 or -errno
+        self.write_copy = functools.partial(lib.aiou_write_copy, self._r)
 
     # -- ops ------------------------------------------------------------
     # Each prep_* queues one SQE (submitting first if the SQ is full) and
@@ -185,12 +203,35 @@ class NativeRing:
     def sq_pending(self) -> int:
         return lib.aiou_sq_pending(self._r)
 
-    def reap(self) -> tuple[list[int], Any]:
-        """Ready completions as ``[ud, res, flags, arena_offset] * n`` and the
-        arena whose ``[off:off + res]`` slice is the packet of a CQE that
-        carried a provided buffer (offset -1 when it carried none)."""
-        n = check(lib.aiou_reap(self._r, self._out, self._max_batch, self._arena, self._arena_size), "reap")
-        return self._out_view[: 4 * n].tolist(), self._arena_buf
+    def reap(self) -> tuple[list[int], list[int], Any]:
+        """Ready completions, in two lists that replay in CQ order:
+
+        * ``out``: ``[ud, res, flags, arena_offset, packets_before] * n`` for
+          every CQE but packets (``arena_offset`` -1 when it carried no data);
+        * ``pk``: ``[ud, arena_offset, length] * m``, one per packet of a
+          multishot read (``packets_before`` of an ``out`` entry says how many
+          ``pk`` entries came before it in the CQ);
+
+        and the arena whose ``[off:off + length]`` slice is a packet's bytes.
+        Successful pooled writes are consumed in C and appear in neither."""
+        n = check(
+            lib.aiou_reap(self._r, self._out, self._max_batch, self._arena, self._arena_size, self._pk, self._max_packets, self._npk),
+            "reap",
+        )
+        return self._out_view[: 5 * n].tolist(), self._pk_view[: 3 * self._npk[0]].tolist(), self._arena_buf
+
+    def writer_in_flight(self, writer: int) -> int:
+        """Pooled writes of ``writer`` the kernel has not completed."""
+        return lib.aiou_writer_inflight(self._r, writer)
+
+    @property
+    def pool_free(self) -> int:
+        """Free write slots in the pool."""
+        return self._r.pool_free
+
+    @property
+    def pool_in_flight(self) -> int:
+        return self.write_slots - self._r.pool_free
 
     @property
     def batch_limit(self) -> int:
@@ -203,8 +244,13 @@ class NativeRing:
 
     def close(self) -> None:
         if self._r is not None:
+            self.write_copy = _closed_write
             lib.aiou_ring_close(self._r)
             self._r = None
+
+
+def _closed_write(fd: int, data: Any, n: int, writer: int) -> int:
+    return -errno.EBADF
 
 
 def probe_opcodes() -> tuple[int, set[int]]:

@@ -20,6 +20,8 @@
 #define AIOU_OP_READ_MULTISHOT ...
 #define AIOU_UD_ID_BITS ...
 #define AIOU_MAX_GROUPS ...
+#define AIOU_POOL_GROUP ...
+#define AIOU_MAX_WRITERS ...
 
 struct iovec {
     void *iov_base;
@@ -34,6 +36,8 @@ struct aiou_ring {
     unsigned cq_entries;
     unsigned long long submitted;
     unsigned long long reaped;
+    unsigned long long pooled_writes;
+    unsigned pool_free;
     ...;
 };
 
@@ -63,7 +67,13 @@ int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
 unsigned aiou_sq_pending(struct aiou_ring *r);
 unsigned aiou_sq_flags(struct aiou_ring *r);
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
-              unsigned char *arena, unsigned arena_size);
+              unsigned char *arena, unsigned arena_size,
+              int64_t *pk, unsigned pk_max, unsigned *npk);
+
+int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size);
+int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
+                    unsigned len, unsigned writer);
+unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);

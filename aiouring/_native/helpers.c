@@ -56,6 +56,8 @@ fail:
     return ret;
 }
 
+static void pool_free_all(struct aiou_pool *pl);
+
 static void bufring_free(struct aiou_bufring *b)
 {
     if (b->br)
@@ -80,6 +82,8 @@ void aiou_ring_close(struct aiou_ring *r)
         }
     }
     io_uring_queue_exit(&r->ring);
+    if (r->pool)
+        pool_free_all(r->pool);
     close(r->eventfd);
     free(r);
 }
@@ -252,26 +256,46 @@ static int needs_enter(struct aiou_ring *r)
     return (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
-/* Copy up to `max` CQEs into out[4*i .. 4*i+3] = (user_data, res, flags,
- * arena offset or -1), advance the CQ once, and recycle every provided
- * buffer after copying its bytes into `arena`.  Stops early rather than
- * overflow the arena; the rest stays in the CQ for the next call.
+static void pool_release(struct aiou_ring *r, uint64_t ud)
+{
+    struct aiou_pool *pl = r->pool;
+    unsigned slot = (unsigned)(ud & 0xFFFF);
+    unsigned writer = (unsigned)((ud >> 16) & 0xFFFFFFFFu);
+
+    if (!pl || slot >= pl->nslots)
+        return;
+    pl->free[pl->nfree++] = (uint16_t)slot;
+    if (writer < AIOU_MAX_WRITERS && pl->inflight[writer])
+        pl->inflight[writer]--;
+    r->pool_free = pl->nfree;
+}
+
+/* Reap ready CQEs in one pass, advancing the CQ once.
+ *
+ * Packets (CQEs of a multishot read with IORING_CQE_F_MORE and data) go to
+ * pk[3*j .. 3*j+2] = (user_data, arena offset, length): their bytes are
+ * copied into `arena` and the buffer recycled at once.  Every other CQE goes
+ * to out[5*i .. 5*i+4] = (user_data, res, flags, arena offset or -1, number
+ * of packets before it), so Python can replay both lists in CQ order.
+ * Successful pooled writes are consumed here and reported nowhere.
+ * Stops before out, pk or the arena would overflow; the rest stays queued.
  *
  * With DEFER_TASKRUN nothing is posted until the submitter enters the
  * kernel, and since 6.13 one entry runs at most 20 task-work items, so the
  * loop enters again while the kernel says work is pending (IORING_SQ_TASKRUN
  * needs IORING_SETUP_TASKRUN_FLAG) and there is room for more. */
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
-              unsigned char *arena, unsigned arena_size)
+              unsigned char *arena, unsigned arena_size,
+              int64_t *pk, unsigned pk_max, unsigned *npk)
 {
     struct io_uring *ring = &r->ring;
-    unsigned n = 0, used = 0, i;
+    unsigned n = 0, p = 0, used = 0, consumed = 0, i;
     int defer = (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     int entered = 0, full = 0;
     unsigned char touched[AIOU_MAX_GROUPS];
 
     memset(touched, 0, sizeof(touched));
-    while (n < max && !full) {
+    while (!full) {
         unsigned head, tail, mask, count = 0;
 
         if ((defer && !entered) || needs_enter(r)) {
@@ -283,13 +307,24 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
         head = *ring->cq.khead;
         tail = io_uring_smp_load_acquire(ring->cq.ktail);
         mask = ring->cq.ring_mask;
-        while (head != tail && n < max) {
+        while (head != tail) {
             struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
             uint64_t ud = cqe->user_data;
+            unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
             int64_t off = -1;
 
-            if (cqe->flags & IORING_CQE_F_BUFFER) {
-                unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
+            if (n >= max || p >= pk_max) {
+                full = 1;
+                break;
+            }
+            if (g == AIOU_POOL_GROUP) {
+                pool_release(r, ud);
+                if (cqe->res >= 0) {
+                    head++;
+                    count++;
+                    continue;
+                }
+            } else if (cqe->flags & IORING_CQE_F_BUFFER) {
                 struct aiou_bufring *b =
                     (g && g <= AIOU_MAX_GROUPS) ? r->groups[g - 1] : NULL;
                 unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
@@ -310,17 +345,28 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
                                           b->pending++);
                     touched[g - 1] = 1;
                 }
+                if (off >= 0 && (cqe->flags & IORING_CQE_F_MORE)) {
+                    pk[3 * p] = (int64_t)ud;
+                    pk[3 * p + 1] = off;
+                    pk[3 * p + 2] = cqe->res;
+                    p++;
+                    head++;
+                    count++;
+                    continue;
+                }
             }
-            out[4 * n] = (int64_t)ud;
-            out[4 * n + 1] = cqe->res;
-            out[4 * n + 2] = cqe->flags;
-            out[4 * n + 3] = off;
+            out[5 * n] = (int64_t)ud;
+            out[5 * n + 1] = cqe->res;
+            out[5 * n + 2] = cqe->flags;
+            out[5 * n + 3] = off;
+            out[5 * n + 4] = p;
             n++;
             head++;
             count++;
         }
         if (count)
             io_uring_cq_advance(ring, count);
+        consumed += count;
         if (!count && !needs_enter(r))
             break;
     }
@@ -332,8 +378,85 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
             r->groups[i]->pending = 0;
         }
     }
-    r->reaped += n;
+    r->reaped += consumed;
+    *npk = p;
     return (int)n;
+}
+
+int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size)
+{
+    struct aiou_pool *pl;
+    unsigned i;
+
+    if (r->pool)
+        return -EEXIST;
+    if (!nslots || nslots > AIOU_MAX_SLOTS || !slot_size)
+        return -EINVAL;
+    pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return -ENOMEM;
+    pl->free = calloc(nslots, sizeof(uint16_t));
+    pl->mem = mmap(NULL, (size_t)nslots * slot_size, PROT_READ | PROT_WRITE,
+                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (!pl->free || pl->mem == MAP_FAILED) {
+        if (pl->mem != MAP_FAILED)
+            munmap(pl->mem, (size_t)nslots * slot_size);
+        free(pl->free);
+        free(pl);
+        return -ENOMEM;
+    }
+    pl->slot_size = slot_size;
+    pl->nslots = nslots;
+    for (i = 0; i < nslots; i++)
+        pl->free[i] = (uint16_t)(nslots - 1 - i);
+    pl->nfree = nslots;
+    r->pool = pl;
+    r->pool_free = nslots;
+    return 0;
+}
+
+static void pool_free_all(struct aiou_pool *pl)
+{
+    munmap(pl->mem, (size_t)pl->nslots * pl->slot_size);
+    free(pl->free);
+    free(pl);
+}
+
+int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
+                    unsigned len, unsigned writer)
+{
+    struct aiou_pool *pl = r->pool;
+    unsigned char *slot_mem;
+    unsigned slot;
+
+    if (!pl)
+        return -ENXIO;
+    if (len > pl->slot_size)
+        return -EMSGSIZE;
+    if (writer >= AIOU_MAX_WRITERS)
+        return -EINVAL;
+    if (!pl->nfree)
+        return -ENOBUFS;
+    {
+        GET_SQE_OR_RETURN(r, sqe);
+        slot = pl->free[--pl->nfree];
+        slot_mem = pl->mem + (size_t)slot * pl->slot_size;
+        memcpy(slot_mem, data, len);
+        io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
+        sqe->user_data = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) |
+                         ((uint64_t)writer << 16) | slot;
+    }
+    pl->inflight[writer]++;
+    r->pool_free = pl->nfree;
+    r->pooled_writes++;
+    return 0;
+}
+
+unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer)
+{
+    if (!r->pool || writer >= AIOU_MAX_WRITERS)
+        return 0;
+    return r->pool->inflight[writer];
 }
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,

@@ -24,6 +24,25 @@
 #define AIOU_UD_ID_BITS 48
 #define AIOU_MAX_GROUPS 64
 
+/* Pooled writes: the packet is copied into a slot of a C-owned pool, so no
+ * Python object has to outlive the call.  Their user_data carries
+ * AIOU_POOL_GROUP in bits 48..63, the writer in bits 16..47 and the slot in
+ * bits 0..15.  A successful pooled write's CQE is consumed inside aiou_reap
+ * (slot freed, writer's in-flight count decremented) and never reaches
+ * Python; a failed one is handed over like any other CQE. */
+#define AIOU_POOL_GROUP 0xFFFFu
+#define AIOU_MAX_WRITERS 4096
+#define AIOU_MAX_SLOTS 65536
+
+struct aiou_pool {
+    unsigned char *mem;
+    unsigned slot_size;
+    unsigned nslots;
+    unsigned nfree;
+    uint16_t *free;
+    uint32_t inflight[AIOU_MAX_WRITERS];
+};
+
 struct aiou_bufring {
     struct io_uring_buf_ring *br;
     unsigned char *bufs;
@@ -44,6 +63,9 @@ struct aiou_ring {
     unsigned cq_entries;
     unsigned long long submitted;
     unsigned long long reaped;
+    unsigned long long pooled_writes;
+    unsigned pool_free;           /* free write slots, for Python to read */
+    struct aiou_pool *pool;
     struct aiou_bufring *groups[AIOU_MAX_GROUPS];
 };
 
@@ -73,7 +95,13 @@ int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
 unsigned aiou_sq_pending(struct aiou_ring *r);
 unsigned aiou_sq_flags(struct aiou_ring *r);
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
-              unsigned char *arena, unsigned arena_size);
+              unsigned char *arena, unsigned arena_size,
+              int64_t *pk, unsigned pk_max, unsigned *npk);
+
+int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size);
+int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
+                    unsigned len, unsigned writer);
+unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);

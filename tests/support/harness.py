@@ -101,12 +101,16 @@ class KernelHarness(Harness):
     def __init__(self, backend: str) -> None:
         self.kind = backend
         self.backend = backend
+        self.ring: Any = None
         self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._receiver: socket.socket | None = None
         self._received: list[bytes] = []
 
-    async def connect(self, factory: Any = RecordingProtocol, **options: Any) -> tuple[Any, Any]:
+    async def connect(self, factory: Any = RecordingProtocol, write_slots: int | None = None, **options: Any) -> tuple[Any, Any]:
         options.setdefault("addresses", [f"{LOCAL}/24"])
+        if write_slots is not None:
+            self.ring = aiouring.open_ring(self.backend, write_slots=write_slots)
+            options["ring"] = self.ring
         transport, protocol = await aiouring.create_tun_connection(factory, backend=self.backend, **options)
         self._bind()
         return transport, protocol
@@ -143,6 +147,8 @@ class KernelHarness(Harness):
         return self._received
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
         self._sender.close()
         if self._receiver is not None:
             self._receiver.close()
@@ -156,18 +162,18 @@ class FakeHarness(Harness):
         self.device: Any = None
         self._peer: Any = None
 
-    async def connect(self, factory: Any = RecordingProtocol, read_mode: str = "auto", max_writes_in_flight: int = 256, mtu: int = 1500, **options: Any) -> tuple[Any, Any]:
+    async def connect(self, factory: Any = RecordingProtocol, read_mode: str = "auto", write_slots: int = 1024, mtu: int = 1500, **options: Any) -> tuple[Any, Any]:
         import os
 
         loop = asyncio.get_running_loop()
-        self.ring = FakeRing()
+        self.ring = FakeRing(write_slots=write_slots)
         fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.device = self.ring.add_device(fd)
         protocol = factory()
         waiter = loop.create_future()
         transport = TunTransport(
             loop, self.ring, TunDevice(fd, "faketun0", "tun", False, mtu), protocol,
-            waiter=waiter, read_mode=read_mode, max_writes_in_flight=max_writes_in_flight,
+            waiter=waiter, read_mode=read_mode,
         )
         await waiter
         return transport, protocol
