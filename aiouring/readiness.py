@@ -17,10 +17,10 @@ import errno
 import os
 import stat
 import warnings
-from collections import deque
 from typing import Any, Callable, Sequence
 
-from .errors import ClosedError
+from ._native import SyscallBatch
+from .errors import ClosedError, oserror
 from .ring import OnPackets, OnStopped, PacketReader, _check_bytes_like, _check_fd, _writable
 
 __all__ = ["ReadinessRing"]
@@ -45,21 +45,12 @@ class _ReadinessPacketReader(PacketReader):
         return not self._stopped
 
     def _drain(self) -> None:
-        read = os.read
-        fd, size = self.fd, self._bufsize
-        batch = []
+        batch, err = self._ring._batch.read(self.fd, self._bufsize, self._limit)
         exc: BaseException | None = None
-        try:
-            for _ in range(self._limit):
-                data = read(fd, size)
-                if not data:
-                    exc = EOFError(f"end of file on fd {fd}")
-                    break
-                batch.append(data)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as e:
-            exc = e
+        if err == -errno.ENODATA:
+            exc = EOFError(f"end of file on fd {self.fd}")
+        elif err:
+            exc = oserror(err, f"read on fd {self.fd}")
         if batch:
             self._ring._done += len(batch)
             self._on_packets(batch)
@@ -86,37 +77,42 @@ class _ReadinessPacketReader(PacketReader):
 
 
 class _ReadinessWriter:
-    """``PacketWriter``'s interface over the ring's write queue."""
+    """``PacketWriter``'s interface: packets wait in a list until the ring's flush."""
 
     def __init__(self, ring: "ReadinessRing", fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> None:
         self._ring = ring
         self._fd = fd
         self._on_error = on_error
         self._on_space = on_space
-        self._queued = 0
+        self._pending: list[bytes] = []
+        self._blocked = False
         self._drained_cb: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> bool:
-        ring = self._ring
-        if ring._closed:
-            raise ClosedError("the ring is closed")
-        if ring._blocked_fd is not None or len(ring._writes) >= ring._write_slots:
+        pending = self._pending
+        if self._blocked or len(pending) >= self._ring._write_slots:
+            ring = self._ring
+            if ring._closed:
+                raise ClosedError("the ring is closed")
             if self not in ring._space_waiters:
                 ring._space_waiters.append(self)
             return False
-        ring._writes.append((self, data))
-        self._queued += 1
-        ring._started += 1
-        if ring._flush_handle is None:
-            ring._flush_handle = ring._loop.call_soon(ring._flush)
+        if not pending:
+            ring = self._ring
+            if ring._closed:
+                raise ClosedError("the ring is closed")
+            ring._dirty.append(self)
+            if ring._flush_handle is None:
+                ring._flush_handle = ring._loop.call_soon(ring._flush)
+        pending.append(data)
         return True
 
     @property
     def in_flight(self) -> int:
-        return self._queued
+        return len(self._pending)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
-        if not self._queued:
+        if not self._pending:
             callback()
         else:
             self._drained_cb = callback
@@ -145,10 +141,11 @@ class ReadinessRing:
         self._done = 0
         self._waiting: dict[tuple[str, int], list[asyncio.Future]] = {}
         self._write_slots = write_slots
-        self._writes: deque[tuple[_ReadinessWriter, bytes]] = deque()
+        self._batch = SyscallBatch()
+        self._dirty: list[_ReadinessWriter] = []
+        self._blocked: set[_ReadinessWriter] = set()
         self._space_waiters: list[_ReadinessWriter] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._blocked_fd: int | None = None
         self._readers: set[_ReadinessPacketReader] = set()
 
     @property
@@ -161,7 +158,7 @@ class ReadinessRing:
 
     @property
     def in_flight(self) -> int:
-        return sum(len(v) for v in self._waiting.values()) + len(self._writes) + len(self._readers)
+        return sum(len(v) for v in self._waiting.values()) + sum(len(w._pending) for w in (*self._dirty, *self._blocked)) + len(self._readers)
 
     @property
     def counters(self) -> tuple[int, int]:
@@ -281,32 +278,34 @@ class ReadinessRing:
 
     def _flush(self) -> None:
         self._flush_handle = None
-        writes = self._writes
-        write = os.write
-        while writes:
-            writer, data = writes[0]
-            try:
-                write(writer._fd, data)
-                res = 0
-            except (BlockingIOError, InterruptedError):
-                # The fd is full: wait until it is writable, keeping order.
-                self._blocked_fd = writer._fd
-                self._loop.add_writer(writer._fd, self._unblock)
-                return
-            except OSError as exc:
-                res = -(exc.errno or errno.EIO)
-            writes.popleft()
-            writer._queued -= 1
-            self._done += 1
-            if res < 0:
-                self._call(writer._on_error, res)
-            if not writer._queued and writer._drained_cb is not None:
+        dirty, self._dirty = self._dirty, []
+        batch = self._batch
+        limit = batch.max_packets
+        for writer in dirty:
+            pending = writer._pending
+            while pending:
+                run = pending[:limit]
+                done, refused = batch.write(writer._fd, run)
+                del pending[:done]
+                self._done += done
+                for _, res in refused:
+                    self._call(writer._on_error, res)
+                if done < len(run):
+                    # The fd is full: wait until it is writable, keeping order.
+                    writer._blocked = True
+                    self._blocked.add(writer)
+                    self._loop.add_writer(writer._fd, self._unblock, writer)
+                    break
+            if not pending and writer._drained_cb is not None:
                 callback, writer._drained_cb = writer._drained_cb, None
                 self._call(callback)
         if self._space_waiters:
             waiters, self._space_waiters = self._space_waiters, []
             for writer in waiters:
-                self._call(writer._on_space)
+                if writer._blocked:
+                    self._space_waiters.append(writer)
+                else:
+                    self._call(writer._on_space)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -316,10 +315,12 @@ class ReadinessRing:
                 {"message": "aiouring: exception in a write callback", "exception": exc, "ring": self}
             )
 
-    def _unblock(self) -> None:
-        if self._blocked_fd is not None:
-            self._loop.remove_writer(self._blocked_fd)
-            self._blocked_fd = None
+    def _unblock(self, writer: _ReadinessWriter) -> None:
+        self._loop.remove_writer(writer._fd)
+        writer._blocked = False
+        self._blocked.discard(writer)
+        if writer._pending and writer not in self._dirty:
+            self._dirty.append(writer)
         self._flush()
 
     def _check_open(self) -> None:
@@ -336,11 +337,13 @@ class ReadinessRing:
         self._closed = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._blocked_fd is not None:
+        for writer in self._blocked:
             try:
-                self._loop.remove_writer(self._blocked_fd)
+                self._loop.remove_writer(writer._fd)
             except (RuntimeError, ValueError, OSError):
                 pass
+            writer._pending.clear()
+        self._blocked.clear()
         for key, waiters in list(self._waiting.items()):
             for fut in waiters:
                 if not fut.done():
@@ -349,9 +352,9 @@ class ReadinessRing:
         for reader in list(self._readers):
             reader._stop()
             reader._on_stopped(ClosedError("ring closed"))
-        while self._writes:
-            writer, data = self._writes.popleft()
-            writer._queued -= 1
+        for writer in self._dirty:
+            writer._pending.clear()
+        self._dirty.clear()
         self._space_waiters.clear()
 
     async def aclose(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from .backends import AnyRing
 from .errors import ClosedError
@@ -15,6 +15,18 @@ from .protocol import PacketQueueProtocol
 from .transport import TunTransport, create_tun_connection
 
 __all__ = ["Tun", "open_tun"]
+
+
+class _Ready:
+    """An awaitable that is already done (what ``Tun.write`` returns when it need not wait)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_READY = _Ready()
 
 
 class Tun:
@@ -101,11 +113,14 @@ class Tun:
     async def read(self) -> bytes:
         """One packet; see the class docstring for cancellation and close."""
         proto = self._protocol
+        queue = proto.queue
         while True:
-            self._check_open()
-            if proto.queue:
-                packet = proto.queue.popleft()
-                proto.took()
+            if self._closed:
+                raise ClosedError(f"TUN device {self._name} is closed")
+            if queue:
+                packet = queue.popleft()
+                if proto._reading_paused:
+                    proto.took()
                 return packet
             if proto.lost:
                 raise self._lost_error()
@@ -143,17 +158,26 @@ class Tun:
 
     # -- writing --------------------------------------------------------------------
 
-    async def write(self, packet: Any) -> None:
-        """Write one packet; see the class docstring for what raising means."""
-        self._check_open()
-        errors = self._protocol.write_errors
-        if errors:
-            exc = errors.popleft()
+    def write(self, packet: Any) -> Awaitable[None]:
+        """Write one packet: ``await tun.write(packet)``.
+
+        The packet is handed over when ``write`` is called, and the call
+        raises right away if it cannot be (see the class docstring); the
+        awaitable it returns waits only while the write buffer is above its
+        high-water mark.  (It is not a coroutine, so a ``write`` that is not
+        awaited still writes and warns about nothing.)
+        """
+        if self._closed:
+            raise ClosedError(f"TUN device {self._name} is closed")
+        proto = self._protocol
+        if proto.write_errors:
+            exc = proto.write_errors.popleft()
             exc.add_note("raised for a packet written earlier; the packet passed to this call was not written")
             raise exc
         self._transport.write(packet)
-        if self._protocol._writing_paused:
-            await self._protocol.drain()
+        if proto._writing_paused:
+            return proto.drain()
+        return _READY
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark."""

@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - a broken install
         "(apt-get install liburing-dev; pip install .)"
     ) from exc
 
-__all__ = ["NativeRing", "SETUP_MODES", "probe_opcodes", "ffi", "lib"]
+__all__ = ["NativeRing", "SETUP_MODES", "SyscallBatch", "probe_opcodes", "ffi", "lib"]
 
 F_BUFFER = lib.IORING_CQE_F_BUFFER
 F_MORE = lib.IORING_CQE_F_MORE
@@ -247,6 +247,45 @@ class NativeRing:
             self.write_copy = _closed_write
             lib.aiou_ring_close(self._r)
             self._r = None
+
+
+class SyscallBatch:
+    """Batches of plain read()/write() syscalls, one cffi call per batch (the
+    readiness backend's data path)."""
+
+    def __init__(self, arena_size: int = 1 << 21, max_packets: int = 256) -> None:
+        self._arena_size = arena_size
+        self._arena = ffi.new("unsigned char[]", arena_size)
+        self._arena_buf = ffi.buffer(self._arena)
+        self._max = max_packets
+        self._out = ffi.new("int64_t[]", 2 * max_packets)
+        self._out_view = memoryview(ffi.buffer(self._out)).cast("q")
+        self._err = ffi.new("int *")
+        self._lens = ffi.new("unsigned[]", max_packets)
+        self._errs = ffi.new("int[]", max_packets)
+        self._nerr = ffi.new("int *")
+
+    def read(self, fd: int, bufsize: int, limit: int) -> tuple[list[bytes], int]:
+        """Up to ``limit`` packets read from non-blocking ``fd`` and the
+        ``-errno`` that stopped the batch (0 for EAGAIN; -ENODATA at EOF)."""
+        n = lib.aiou_read_batch(fd, self._arena, self._arena_size, bufsize, self._out, min(limit, self._max), self._err)
+        vals = self._out_view[: 2 * n].tolist()
+        buf = self._arena_buf
+        return [buf[vals[i] : vals[i] + vals[i + 1]] for i in range(0, 2 * n, 2)], self._err[0]
+
+    def write(self, fd: int, packets: list[bytes]) -> tuple[int, list[tuple[int, int]]]:
+        """Write packets (at most ``max_packets``), one write() each: (how many
+        were handled before EAGAIN, [(index, -errno) of refused ones])."""
+        n = len(packets)
+        self._lens[0:n] = [len(p) for p in packets]
+        done = lib.aiou_write_batch(fd, b"".join(packets), self._lens, n, self._errs, self._nerr)
+        if not self._nerr[0]:
+            return done, []
+        return done, [(i, self._errs[i]) for i in range(done) if self._errs[i]]
+
+    @property
+    def max_packets(self) -> int:
+        return self._max
 
 
 def _closed_write(fd: int, data: Any, n: int, writer: int) -> int:

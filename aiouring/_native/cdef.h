@@ -79,5 +79,10 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
 
+int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+int aiou_write_batch(int fd, const char *data, const unsigned *lens,
+                     unsigned n, int *errs, int *nerr);
+
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);

@@ -543,3 +543,52 @@ int aiou_probe_opcodes(unsigned char *supported, unsigned max,
     io_uring_free_probe(probe);
     return 0;
 }
+
+int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err)
+{
+    unsigned n = 0, used = 0;
+
+    *err = 0;
+    while (n < max && used + bufsize <= arena_size) {
+        ssize_t got = read(fd, arena + used, bufsize);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                *err = -errno;
+            break;
+        }
+        if (got == 0) {
+            *err = -ENODATA;
+            break;
+        }
+        out[2 * n] = used;
+        out[2 * n + 1] = got;
+        used += (unsigned)got;
+        n++;
+    }
+    return (int)n;
+}
+
+int aiou_write_batch(int fd, const char *data, const unsigned *lens,
+                     unsigned n, int *errs, int *nerr)
+{
+    unsigned i;
+    size_t off = 0;
+
+    *nerr = 0;
+    for (i = 0; i < n; i++) {
+        ssize_t put;
+        do {
+            put = write(fd, data + off, lens[i]);
+        } while (put < 0 && errno == EINTR);
+        if (put < 0 && errno == EAGAIN)
+            break;
+        errs[i] = put < 0 ? -errno : 0;
+        if (put < 0)
+            (*nerr)++;
+        off += lens[i];
+    }
+    return (int)i;
+}

@@ -107,6 +107,20 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
 
+/* Readiness backend: batches of plain syscalls in one call from Python.
+ * aiou_read_batch reads packets from a non-blocking fd into `arena` (each at
+ * most `bufsize` bytes, back to back) until EAGAIN, `max` packets or a full
+ * arena; out[2*i], out[2*i+1] = (offset, length).  Returns the count; a read
+ * error other than EAGAIN/EINTR stops the batch and is left in *err as
+ * -errno (0 if none).  End of file counts as -ENODATA.
+ * aiou_write_batch writes `n` packets laid back to back in `data` (lengths
+ * in `lens`), one write() each; errs[i] is 0 or -errno.  It stops at EAGAIN
+ * and returns how many packets were handled (written or refused). */
+int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+int aiou_write_batch(int fd, const char *data, const unsigned *lens,
+                     unsigned n, int *errs, int *nerr);
+
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);
 
