@@ -591,6 +591,11 @@ class Ring:
         except (BlockingIOError, InterruptedError):
             pass
         self._reap()
+        # What the callbacks queued in answer (a reply to a ping, say) goes to
+        # the kernel now rather than one loop iteration later.
+        if self._flush_handle is not None and not self._closed:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _reap(self) -> None:
         self._reap_handle = None
