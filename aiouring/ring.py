@@ -407,6 +407,12 @@ class Ring:
     def setup(self) -> str:
         return self._kernel.setup
 
+    @property
+    def overflows(self) -> int:
+        """Times the completion queue was found overflowed (no CQE is lost:
+        the kernel keeps them and the next reap flushes them)."""
+        return self._kernel.overflows
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
         return f"<Ring {state} backend={self.backend} setup={self._kernel.setup} in_flight={len(self._ops)}>"
@@ -776,6 +782,7 @@ class _LeakedKernel:
     def __init__(self, kernel: Any) -> None:
         self.counters = kernel.counters
         self.setup = kernel.setup
+        self.overflows = kernel.overflows
 
     def close(self) -> None:
         pass

@@ -101,6 +101,7 @@ class FakeKernel:
         self.cancel_policy = "cancel"
         self.submitted = 0
         self.reaped = 0
+        self.overflows = 0
         self.submit_calls = 0
         self._batch_limit = batch_limit
         self._group_limit = group_sizes

@@ -44,6 +44,26 @@ class TunTransport(asyncio.Transport):
     A write that fails calls ``protocol.error_received(exc)`` and the
     transport stays open; a read error is fatal (``connection_lost(exc)``).
     ``close()`` stops reading and flushes queued writes; ``abort()`` drops them.
+
+    What each fault does:
+
+    * read ``-EAGAIN``/``-EINTR``: the read is re-armed, nothing is reported.
+    * read ``-ENOBUFS`` (the buffer ring ran dry) or a multishot read ending
+      without ``IORING_CQE_F_MORE``: buffers are already back in the ring; the
+      read is re-armed; packets still queued in the device are read next.
+    * read ``-ECANCELED`` nobody asked for: re-armed; if the ring is closing,
+      ``connection_lost(ClosedError)``.
+    * any other read error (``-EIO``, ``-EBADFD``...): ``connection_lost(exc)``.
+    * write errors (``-EIO`` on a device whose link is down, ``-EINVAL`` for a
+      packet the driver refuses, ``-ECANCELED``, ``-EAGAIN``...):
+      ``error_received(exc)`` for that packet; later packets go on.
+    * a full write pool or submission queue: packets wait here (counted by
+      ``get_write_buffer_size``) and go out in order when there is room.
+    * an overflowed completion queue: nothing to do; the kernel keeps the
+      CQEs and the ring's next reap flushes them.
+    * the ring closed under the transport: ``connection_lost(ClosedError)``.
+    * an exception raised by the protocol: reported to the loop's exception
+      handler, then ``connection_lost(exc)``.
     """
 
     def __init__(
@@ -464,7 +484,7 @@ async def create_tun_connection(
         ring = get_ring(backend)
     device = TunDevice.adopt(fd) if fd is not None else TunDevice.open(name, mode=mode, packet_info=packet_info)
     try:
-        if fd is None or mtu is not None or addresses:
+        if mtu is not None or addresses or (up and fd is None):
             await device.configure(mtu=mtu, addresses=addresses, up=up)
         protocol = protocol_factory()
         waiter = loop.create_future()

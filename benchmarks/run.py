@@ -14,8 +14,9 @@ ICMP redirects off, IPv6 off), with one TUN (10.9.0.1/24, txqueuelen 10000):
 * read: a C sender process fills the TUN through a UDP socket; packets read/s.
 * write: packets written/s (the kernel drops them: 10.9.0.3 is not forwarded
   in this mode).
-* ping: RTT p50/p99 of the real `ping` through examples/ping_responder.py on
-  aiouring against the same responder on the add_reader drain recipe.
+* ping: RTT p50/p99 of the real `ping` (every 2 ms) through
+  examples/ping_responder.py on aiouring (both backends) against the same
+  responder on the add_reader drain recipe.
 
 Each contender runs in its own process on a TUN fd handed over by this
 script; contenders alternate within each round, and the table shows the
@@ -206,9 +207,14 @@ def ping_comparison(loop: str, count: int) -> dict:
     runner = "import uvloop; uvloop.run(main())" if loop == "uvloop" else "asyncio.run(main())"
     drain_script = [sys.executable, "-c", DRAIN_RESPONDER.format(examples=os.path.join(ROOT, "examples"), runner=runner)]
     aiou_script = [sys.executable, os.path.join(ROOT, "examples", "ping_responder.py"), "--address", "10.11.0.1/24", "--loop", loop]
+    contenders = (
+        ("aiouring-protocol", aiou_script),
+        ("aiouring-epoll", aiou_script + ["--backend", "epoll"]),
+        ("drain-recipe", drain_script),
+    )
     results = {}
     for _ in range(2):  # alternate, keep the better of two for each
-        for name, script in (("aiouring-protocol", aiou_script), ("drain-recipe", drain_script)):
+        for name, script in contenders:
             r = ping_rtts(script, count)
             if "p50" in r and (name not in results or r["p50"] < results[name]["p50"]):
                 results[name] = r

@@ -242,6 +242,11 @@ class NativeRing:
         """(SQEs submitted, CQEs reaped) over the ring's life."""
         return self._r.submitted, self._r.reaped
 
+    @property
+    def overflows(self) -> int:
+        """Times a reap found the CQ overflowed (the kernel kept the CQEs; they were flushed)."""
+        return self._r.overflows
+
     def close(self) -> None:
         if self._r is not None:
             self.write_copy = _closed_write

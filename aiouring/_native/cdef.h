@@ -37,6 +37,7 @@ struct aiou_ring {
     unsigned long long submitted;
     unsigned long long reaped;
     unsigned long long pooled_writes;
+    unsigned long long overflows;
     unsigned pool_free;
     ...;
 };

@@ -299,7 +299,10 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
         unsigned head, tail, mask, count = 0;
 
         if ((defer && !entered) || needs_enter(r)) {
-            int ret = io_uring_get_events(ring);
+            int ret;
+            if (aiou_sq_flags(r) & IORING_SQ_CQ_OVERFLOW)
+                r->overflows++;
+            ret = io_uring_get_events(ring);
             entered = 1;
             if (ret < 0 && ret != -EAGAIN && ret != -EBUSY && ret != -EINTR)
                 return ret;

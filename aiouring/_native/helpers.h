@@ -64,6 +64,7 @@ struct aiou_ring {
     unsigned long long submitted;
     unsigned long long reaped;
     unsigned long long pooled_writes;
+    unsigned long long overflows;  /* reaps that found IORING_SQ_CQ_OVERFLOW set */
     unsigned pool_free;           /* free write slots, for Python to read */
     struct aiou_pool *pool;
     struct aiou_bufring *groups[AIOU_MAX_GROUPS];

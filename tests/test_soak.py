@@ -1,0 +1,108 @@
+"""Traffic through a real TUN for a while, with random cancellations: nothing lost, nothing leaked.
+
+The long soak is opt-in:  sh scripts/test.sh -m soak  (AIOURING_SOAK_SECONDS, default 600, per
+backend and loop).  A short version (5 s per backend and loop, about 20 s) runs in the default suite.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import resource
+import socket
+import struct
+import time
+
+import pytest
+
+import aiouring
+from packets import udp, udp_payload
+from support.harness import SO_RCVBUFFORCE
+from support.netns import open_fds
+
+LOCAL, REMOTE = "10.13.0.1", "10.13.0.2"
+
+
+async def soak(seconds: float, backend: str) -> dict:
+    aiouring.get_ring(backend)  # the loop's ring lives on after the test: not part of the count
+    fds_start = len(open_fds())
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tun = await aiouring.open_tun(addresses=[f"{LOCAL}/24"], backend=backend)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    receiver.bind((LOCAL, 7000))
+    receiver.setblocking(False)
+    rng = random.Random(1234)
+    sent = received = echoed = echo_seen = cancelled = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        burst = rng.randint(1, 200)  # below the TUN's queue length: the kernel drops nothing
+        for _ in range(burst):
+            sender.sendto(struct.pack("!Q", sent), (REMOTE, 9))
+            sent += 1
+        while received < sent:
+            roll = rng.random()
+            try:
+                if roll < 0.3:
+                    packet = await asyncio.wait_for(tun.read(), rng.choice([1e-6, 1e-5, 1e-4]))
+                elif roll < 0.45:
+                    task = asyncio.ensure_future(tun.read())
+                    for _ in range(rng.randrange(3)):
+                        await asyncio.sleep(0)
+                    task.cancel()
+                    try:
+                        packet = await task
+                    except asyncio.CancelledError:
+                        cancelled += 1
+                        continue
+                else:
+                    packet = await asyncio.wait_for(tun.read(), 10)
+            except asyncio.TimeoutError:
+                cancelled += 1
+                continue
+            (seq,) = struct.unpack("!Q", udp_payload(packet))
+            assert seq == received, f"expected packet {received}, got {seq}"
+            received += 1
+            await tun.write(udp(REMOTE, LOCAL, 9, 7000, udp_payload(packet)))
+            echoed += 1
+        while echo_seen < echoed:
+            try:
+                (seq,) = struct.unpack("!Q", receiver.recv(64))
+                assert seq == echo_seen
+                echo_seen += 1
+            except BlockingIOError:
+                await asyncio.sleep(0.0005)
+    await tun.aclose()
+    sender.close()
+    receiver.close()
+    return {
+        "seconds": seconds, "backend": backend, "packets_in": received, "packets_out": echo_seen,
+        "lost": (sent - received) + (echoed - echo_seen), "reads_cancelled": cancelled,
+        "fds_start": fds_start, "fds_end": len(open_fds()),
+        "peak_rss_kib_start": rss_start, "peak_rss_kib_end": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def check(report: dict, record_property) -> None:
+    print(f"\nsoak: {report}")
+    for key, value in report.items():
+        record_property(key, value)
+    assert report["lost"] == 0
+    assert report["packets_in"] > 0 and report["packets_out"] == report["packets_in"]
+    assert report["reads_cancelled"] > 0
+    assert report["fds_end"] == report["fds_start"]
+
+
+async def test_short_soak(backend, netns, record_property):
+    check(await soak(5.0, backend), record_property)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+async def test_soak(backend, netns, record_property):
+    seconds = float(os.environ.get("AIOURING_SOAK_SECONDS", "600"))
+    report = await soak(seconds, backend)
+    check(report, record_property)
+    grown = report["peak_rss_kib_end"] - report["peak_rss_kib_start"]
+    assert grown < 16 * 1024, f"peak RSS grew by {grown} KiB"
