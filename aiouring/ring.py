@@ -351,6 +351,7 @@ class Ring:
         setup: str = "auto",
         cq_entries: int | None = None,
         write_slots: int = 1024,
+        register_pool: bool = False,
         kernel: Any = None,
     ) -> None:
         if not isinstance(entries, int) or not 1 <= entries <= 32768:
@@ -363,7 +364,7 @@ class Ring:
         self._loop = loop
         self._closed = True  # until the kernel ring exists, for __del__
         if kernel is None:
-            kernel = NativeRing(entries, cq_entries or 4 * entries, setup, write_slots)
+            kernel = NativeRing(entries, cq_entries or 4 * entries, setup, write_slots, register_pool=register_pool)
         self._kernel = kernel
         self._ops: dict[int, tuple[Handler, Any]] = {}
         self._next_id = int(Tag.FIRST_ID)

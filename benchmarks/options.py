@@ -31,13 +31,14 @@ VARIANTS: dict[str, dict] = {
     "64 read buffers": {"read_buffers": 64},
     "1024 read buffers": {"read_buffers": 1024},
     "single reads (no multishot)": {"read_mode": "single"},
+    "registered write pool (WRITE_FIXED)": {"register_pool": True},
 }
 
 CHILD = r"""
 import asyncio, json, sys, time, resource
 import aiouring
 fd, seconds, packet, options = int(sys.argv[1]), float(sys.argv[2]), bytes.fromhex(sys.argv[3]), json.loads(sys.argv[4])
-ring_options = {k: v for k, v in options.items() if k in ("setup", "entries")}
+ring_options = {k: v for k, v in options.items() if k in ("setup", "entries", "register_pool")}
 conn_options = {k: v for k, v in options.items() if k in ("read_buffers", "read_mode")}
 
 async def main():

@@ -293,3 +293,20 @@ async def test_bad_addresses_and_mtu_are_refused(netns):
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.0005)
+
+
+@pytest.mark.parametrize("options", [{"register_pool": True}, {"setup": "defer"}, {"setup": "plain"}])
+async def test_ring_options_move_packets_both_ways(options, netns):
+    from support.harness import KernelHarness
+
+    async with aiouring.Ring(**options) as ring:
+        h = KernelHarness("uring")
+        tun = await aiouring.open_tun(addresses=[f"{LOCAL}/24"], ring=ring)
+        h._bind()
+        h.send_inbound([b"in-%d" % i for i in range(100)])
+        assert [udp_payload(await asyncio.wait_for(tun.read(), 5)) for _ in range(100)] == [b"in-%d" % i for i in range(100)]
+        for i in range(100):
+            await tun.write(h.packet(b"out-%d" % i))
+        assert await h.outbound(100) == [b"out-%d" % i for i in range(100)]
+        await tun.aclose()
+        h.close()

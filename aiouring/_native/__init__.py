@@ -73,7 +73,13 @@ class NativeRing:
     backend = "uring"
 
     def __init__(
-        self, entries: int = 256, cq_entries: int = 0, setup: str = "auto", write_slots: int = 1024, slot_size: int = 2048
+        self,
+        entries: int = 256,
+        cq_entries: int = 0,
+        setup: str = "auto",
+        write_slots: int = 1024,
+        slot_size: int = 2048,
+        register_pool: bool = False,
     ) -> None:
         modes = AUTO_ORDER if setup == "auto" else (setup,)
         if setup != "auto" and setup not in SETUP_MODES:
@@ -105,7 +111,7 @@ class NativeRing:
         self._arena = ffi.new("unsigned char[]", self._arena_size)
         self._arena_buf = ffi.buffer(self._arena)
         self._group_sizes: dict[int, int] = {}
-        res = lib.aiou_pool_init(self._r, write_slots, slot_size)
+        res = lib.aiou_pool_init(self._r, write_slots, slot_size, int(register_pool))
         if res < 0:
             lib.aiou_ring_close(self._r)
             self._r = None

@@ -71,7 +71,8 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               unsigned char *arena, unsigned arena_size,
               int64_t *pk, unsigned pk_max, unsigned *npk);
 
-int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size);
+int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size,
+                   int register_buffers);
 int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
                     unsigned len, unsigned writer);
 unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);

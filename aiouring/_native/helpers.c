@@ -386,7 +386,8 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
     return (int)n;
 }
 
-int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size)
+int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size,
+                   int register_buffers)
 {
     struct aiou_pool *pl;
     unsigned i;
@@ -413,6 +414,15 @@ int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size)
     for (i = 0; i < nslots; i++)
         pl->free[i] = (uint16_t)(nslots - 1 - i);
     pl->nfree = nslots;
+    if (register_buffers) {
+        struct iovec iov = { pl->mem, (size_t)nslots * slot_size };
+        int ret = io_uring_register_buffers(&r->ring, &iov, 1);
+        if (ret < 0) {
+            pool_free_all(pl);
+            return ret;
+        }
+        pl->registered = 1;
+    }
     r->pool = pl;
     r->pool_free = nslots;
     return 0;
@@ -445,7 +455,10 @@ int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
         slot = pl->free[--pl->nfree];
         slot_mem = pl->mem + (size_t)slot * pl->slot_size;
         memcpy(slot_mem, data, len);
-        io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
+        if (pl->registered)
+            io_uring_prep_write_fixed(sqe, fd, slot_mem, len, (__u64)-1, 0);
+        else
+            io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
         sqe->user_data = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) |
                          ((uint64_t)writer << 16) | slot;
     }
