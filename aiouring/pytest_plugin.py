@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio
-    pytest_asyncio = None
+    pytest_asyncio = None  # type: ignore[assignment]
 
 if pytest_asyncio is not None:
     from .testing import FakeRing, FakeTun, fake_tun as _fake_tun

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ._native import SyscallBatch
 from .errors import ClosedError, oserror
-from .ring import OnPackets, OnStopped, PacketReader, _check_bytes_like, _check_fd, _writable
+from .ring import OnPackets, OnStopped, PacketReader, RingBase, _check_bytes_like, _check_fd, _writable
 
 __all__ = ["ReadinessRing"]
 
@@ -121,7 +121,7 @@ class _ReadinessWriter:
         pass
 
 
-class ReadinessRing:
+class ReadinessRing(RingBase):
     """The ``Ring`` interface over ``loop.add_reader``/``add_writer`` (see module doc)."""
 
     backend = "epoll"
@@ -147,14 +147,6 @@ class ReadinessRing:
         self._space_waiters: list[_ReadinessWriter] = []
         self._flush_handle: asyncio.Handle | None = None
         self._readers: set[_ReadinessPacketReader] = set()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def in_flight(self) -> int:
@@ -356,16 +348,6 @@ class ReadinessRing:
             writer._pending.clear()
         self._dirty.clear()
         self._space_waiters.clear()
-
-    async def aclose(self) -> None:
-        self.close()
-        await asyncio.sleep(0)
-
-    async def __aenter__(self) -> "ReadinessRing":
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if not self._closed and self._warn_on_gc:

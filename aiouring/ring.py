@@ -61,7 +61,7 @@ from typing import Any, Callable, Sequence
 from ._native import F_MORE, GROUP_SHIFT, ID_MASK, MAX_GROUPS, MAX_WRITERS, POOL_GROUP, NativeRing
 from .errors import ClosedError, oserror
 
-__all__ = ["Ring", "PacketReader", "PacketWriter", "Tag"]
+__all__ = ["Ring", "RingBase", "PacketReader", "PacketWriter", "Tag"]
 
 logger = logging.getLogger("aiouring")
 
@@ -327,7 +327,36 @@ class PacketWriter:
         self._ring._free_writer(self)
 
 
-class Ring:
+class RingBase:
+    """What both backends share: the loop they belong to and the async close protocol."""
+
+    _loop: asyncio.AbstractEventLoop
+    _closed: bool
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """``close()``, then let the callbacks it scheduled run."""
+        self.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> "RingBase":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+
+class Ring(RingBase):
     """One io_uring plus an eventfd, driven by an asyncio loop (see module doc).
 
     ``entries`` sizes the submission queue (the completion queue gets 4x, or
@@ -383,14 +412,6 @@ class Ring:
         loop.add_reader(self._eventfd, self._on_wakeup)
 
     # -- properties ----------------------------------------------------------
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def in_flight(self) -> int:
@@ -749,17 +770,6 @@ class Ring:
                 pass  # the loop is already closed
             self._kernel.close()
             self._ops = {}
-
-    async def aclose(self) -> None:
-        """``close()``, then let the callbacks it scheduled run."""
-        self.close()
-        await asyncio.sleep(0)
-
-    async def __aenter__(self) -> "Ring":
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._closed:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, cast
 
 from .backends import AnyRing
 from .errors import ClosedError
@@ -22,8 +22,8 @@ class _Ready:
 
     __slots__ = ()
 
-    def __await__(self) -> Iterator[None]:
-        return iter(())
+    def __await__(self) -> Generator[Any, None, None]:
+        return cast(Generator[Any, None, None], iter(()))  # an exhausted iterator: done at once
 
 
 _READY = _Ready()

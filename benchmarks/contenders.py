@@ -40,7 +40,7 @@ def cpu_seconds() -> float:
 async def aiouring_protocol(fd: int, mode: str, packet: bytes, seconds: float, backend: str = "auto") -> int:
     import aiouring
 
-    loop = asyncio.get_running_loop()
+    asyncio.get_running_loop()
 
     class Bounce(aiouring.TunProtocol):
         count = 0

@@ -17,6 +17,7 @@ import pytest
 
 import aiouring
 from packets import udp, udp_payload
+from support.cancel import read_or_cancel
 from support.harness import SO_RCVBUFFORCE
 from support.netns import open_fds
 
@@ -42,23 +43,8 @@ async def soak(seconds: float, backend: str) -> dict:
             sender.sendto(struct.pack("!Q", sent), (REMOTE, 9))
             sent += 1
         while received < sent:
-            roll = rng.random()
-            try:
-                if roll < 0.3:
-                    packet = await asyncio.wait_for(tun.read(), rng.choice([1e-6, 1e-5, 1e-4]))
-                elif roll < 0.45:
-                    task = asyncio.ensure_future(tun.read())
-                    for _ in range(rng.randrange(3)):
-                        await asyncio.sleep(0)
-                    task.cancel()
-                    try:
-                        packet = await task
-                    except asyncio.CancelledError:
-                        cancelled += 1
-                        continue
-                else:
-                    packet = await asyncio.wait_for(tun.read(), 10)
-            except asyncio.TimeoutError:
+            packet = await read_or_cancel(tun, rng)
+            if packet is None:
                 cancelled += 1
                 continue
             (seq,) = struct.unpack("!Q", udp_payload(packet))

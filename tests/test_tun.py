@@ -16,6 +16,7 @@ from aiouring import ClosedError, Tun
 from aiouring.testing import fake_tun
 from packets import udp_payload
 from support.harness import LOCAL, SO_RCVBUFFORCE
+from support.cancel import read_or_cancel
 from support.netns import interface_names
 
 
@@ -66,27 +67,11 @@ async def test_cancelled_reads_never_lose_a_packet(harness):
     producer = asyncio.ensure_future(produce())
     rng = random.Random(7)
     while len(got) < total:
-        roll = rng.random()
-        try:
-            if roll < 0.33:
-                packet = await asyncio.wait_for(tun.read(), rng.choice([1e-6, 1e-5, 1e-4, 1e-3]))
-            elif roll < 0.66:
-                async with asyncio.timeout(rng.choice([1e-6, 1e-5, 1e-4])):
-                    packet = await tun.read()
-            else:
-                # cancel after 0-2 loop iterations: before, during or after the wake-up
-                task = asyncio.ensure_future(tun.read())
-                for _ in range(rng.randrange(3)):
-                    await asyncio.sleep(0)
-                task.cancel()
-                try:
-                    packet = await task
-                except asyncio.CancelledError:
-                    timeouts += 1
-                    continue
-            got.append(harness.unwrap(packet))
-        except (asyncio.TimeoutError, TimeoutError):
+        packet = await read_or_cancel(tun, rng)
+        if packet is None:
             timeouts += 1
+        else:
+            got.append(harness.unwrap(packet))
     await producer
     assert got == payloads
     print(f"{timeouts} reads cancelled while {total} packets arrived")

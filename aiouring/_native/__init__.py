@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import UnsupportedError, check
 
@@ -56,7 +56,7 @@ _CAUSES = {
 def _setup_error(err: int, mode: str) -> UnsupportedError:
     reason = f"io_uring_setup failed with {errno.errorcode.get(err, err)} ({mode} mode)"
     cause = _CAUSES.get(err)
-    if err == errno.EPERM:
+    if err == errno.EPERM and cause is not None:
         try:
             with open("/proc/sys/kernel/io_uring_disabled") as f:
                 cause += f"; kernel.io_uring_disabled={f.read().strip()}"
@@ -119,7 +119,7 @@ class NativeRing:
         self.write_slots = write_slots
         self.slot_size = slot_size
         # one cffi call per pooled write: (fd, data, len, writer) -> 0 or -errno
-        self.write_copy = functools.partial(lib.aiou_write_copy, self._r)
+        self.write_copy: Callable[[int, Any, int, int], int] = functools.partial(lib.aiou_write_copy, self._r)
 
     # -- ops ------------------------------------------------------------
     # Each prep_* queues one SQE (submitting first if the SQ is full) and

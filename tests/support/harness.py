@@ -7,7 +7,6 @@ import socket
 from typing import Any
 
 import aiouring
-from aiouring.protocol import PacketQueueProtocol
 from aiouring.testing import FakeRing, fake_tun
 from aiouring.transport import TunTransport
 from aiouring.device import TunDevice
