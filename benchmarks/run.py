@@ -312,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contenders", default=",".join(PYTHON_CONTENDERS))
     parser.add_argument("--ping", type=int, default=1000, help="pings per RTT measurement (0: skip)")
     parser.add_argument("--quick", action="store_true", help="bounce at 64 B only, 1 s runs, 3 rounds")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "latest"), help="path prefix for .json and .png")
+    parser.add_argument("--out", default=None, help="path prefix for .json and .png (default: results/latest, or results/quick with --quick)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("benchmarks need root (network namespaces and TUN devices)", file=sys.stderr)
         return 1
     if args.quick:
         args.modes, args.sizes, args.seconds, args.ping = "bounce", "64", 1.0, 200
+    if args.out is None:
+        args.out = os.path.join(RESULTS, "quick" if args.quick else "latest")
     modes = args.modes.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     loops = args.loops.split(",")
