@@ -295,3 +295,25 @@ async def test_ring_options_move_packets_both_ways(options, netns):
         assert await h.outbound(100) == [b"out-%d" % i for i in range(100)]
         await tun.aclose()
         h.close()
+
+
+def test_missing_dev_net_tun_is_named_in_the_error():
+    """/dev/net/tun hidden by an empty tmpfs in a private mount namespace."""
+    import subprocess
+    import sys
+
+    script = (
+        "import aiouring\n"
+        "try:\n"
+        "    aiouring.TunDevice.open()\n"
+        "except FileNotFoundError as exc:\n"
+        "    print('FileNotFoundError:', exc)\n"
+    )
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs none /dev/net && exec {sys.executable} -c \"$0\"", script],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "FileNotFoundError:" in proc.stdout
+    assert "/dev/net/tun does not exist" in proc.stdout and "modprobe tun" in proc.stdout
