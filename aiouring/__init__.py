@@ -11,10 +11,12 @@ from .readiness import ReadinessRing
 from .ring import PacketReader, Ring
 from .transport import TunTransport, create_tun_connection
 from .tun import Tun, open_tun
+from .udp import DatagramTransport, create_datagram_endpoint
 
 __all__ = [
     "BACKENDS",
     "ClosedError",
+    "DatagramTransport",
     "PacketReader",
     "ProbeResult",
     "ReadinessRing",
@@ -24,6 +26,7 @@ __all__ = [
     "TunProtocol",
     "TunTransport",
     "UnsupportedError",
+    "create_datagram_endpoint",
     "create_tun_connection",
     "get_ring",
     "open_ring",

@@ -121,6 +121,61 @@ class _ReadinessWriter:
         pass
 
 
+class _ReadinessDatagramReader(_ReadinessPacketReader):
+    """Drains a datagram socket with recvfrom on each wake-up."""
+
+    mode = "readiness"
+
+    def __init__(self, ring: "ReadinessRing", sock: Any, bufsize: int, on_datagrams: OnPackets, on_stopped: OnStopped, on_error: Callable[[BaseException], None], drain_limit: int) -> None:
+        self._sock = sock
+        self._on_error = on_error
+        super().__init__(ring, sock.fileno(), bufsize, on_datagrams, on_stopped, drain_limit)
+
+    def _drain(self) -> None:
+        recvfrom = self._sock.recvfrom
+        size = self._bufsize
+        batch = []
+        try:
+            for _ in range(self._limit):
+                batch.append(recvfrom(size))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:  # an ICMP error reported on this socket: not fatal
+            if batch:
+                self._on_packets(batch)
+                batch = []
+            self._on_error(exc)
+        if batch:
+            self._ring._done += len(batch)
+            self._on_packets(batch)
+
+
+class _ReadinessDatagramWriter(_ReadinessWriter):
+    """Datagrams wait as (data, addr) until the ring's flush sends them."""
+
+    def __init__(self, ring: "ReadinessRing", sock: Any, on_error: Callable[[int], None], on_space: Callable[[], None]) -> None:
+        super().__init__(ring, sock.fileno(), on_error, on_space)
+        self._sock = sock
+
+    def sendto(self, data: bytes, addr: Any, sockaddr: bytes) -> bool:
+        return self.write((data, addr))  # type: ignore[arg-type]
+
+    def _send_batch(self, items: list) -> tuple[int, list[tuple[int, int]]]:
+        sock = self._sock
+        refused: list[tuple[int, int]] = []
+        for i, (data, addr) in enumerate(items):
+            try:
+                if addr is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return i, refused
+            except OSError as exc:
+                refused.append((i, -(exc.errno or errno.EIO)))
+        return len(items), refused
+
+
 class ReadinessRing(RingBase):
     """The ``Ring`` interface over ``loop.add_reader``/``add_writer`` (see module doc)."""
 
@@ -262,6 +317,16 @@ class ReadinessRing(RingBase):
         self._started += 1
         return _ReadinessPacketReader(self, fd, bufsize, on_packets, on_stopped, self._drain_limit)
 
+    def start_datagram_reader(self, sock: Any, bufsize: int, on_datagrams: OnPackets, on_stopped: OnStopped, on_error: Callable[[BaseException], None], *, buffers: int = 0) -> PacketReader:
+        """Drain a datagram socket on each wake-up; batches are lists of (data, addr)."""
+        self._check_open()
+        self._started += 1
+        return _ReadinessDatagramReader(self, sock, bufsize, on_datagrams, on_stopped, on_error, self._drain_limit)
+
+    def open_datagram_writer(self, sock: Any, on_error: Callable[[int], None], on_space: Callable[[], None]) -> _ReadinessWriter:
+        self._check_open()
+        return _ReadinessDatagramWriter(self, sock, on_error, on_space)
+
     def open_writer(self, fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> _ReadinessWriter:
         """A packet writer for ``fd``; see ``aiouring.ring.PacketWriter``."""
         self._check_open()
@@ -277,7 +342,10 @@ class ReadinessRing(RingBase):
             pending = writer._pending
             while pending:
                 run = pending[:limit]
-                done, refused = batch.write(writer._fd, run)
+                if isinstance(writer, _ReadinessDatagramWriter):
+                    done, refused = writer._send_batch(run)
+                else:
+                    done, refused = batch.write(writer._fd, run)
                 del pending[:done]
                 self._done += done
                 for _, res in refused:
@@ -298,6 +366,12 @@ class ReadinessRing(RingBase):
                     self._space_waiters.append(writer)
                 else:
                     self._call(writer._on_space)
+
+    def submit_now(self) -> None:
+        """Write what is queued now instead of at the end of this loop iteration."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:

@@ -75,6 +75,7 @@ _GRAVEYARD: list[Any] = []
 _MAX_ROUNDS = 4  # reap rounds of batch_limit CQEs before yielding to the loop
 _CLOSE_WAIT = 2.0  # seconds close() waits for the CQEs of cancelled ops
 _REARM_ERRNOS = frozenset({-errno.EAGAIN, -errno.EINTR, -errno.ENOBUFS})
+_FATAL_DATAGRAM_ERRNOS = frozenset({-errno.EBADF, -errno.ENOTSOCK, -errno.EINVAL, -errno.EFAULT, -errno.EBADFD})
 
 
 class Tag(IntEnum):
@@ -152,10 +153,12 @@ class _UringPacketReader(PacketReader):
         on_stopped: OnStopped,
         mode: str,
         buffers: int,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._ring = ring
         self.fd = fd
         self.mode = mode
+        self._on_error = on_error
         self._bufsize = bufsize
         self._on_packets = on_packets
         self._on_stopped = on_stopped
@@ -167,10 +170,10 @@ class _UringPacketReader(PacketReader):
         self._stop_pending = False
         self._buf: bytearray | None = None
         self._bgid = -1
-        if mode == "multishot":
+        if mode in ("multishot", "recvmsg"):
             self._bgid = ring._alloc_group()
             try:
-                ring._kernel.add_buffer_group(self._bgid, buffers, bufsize)
+                ring._kernel.add_buffer_group(self._bgid, buffers, bufsize, mode == "recvmsg")
             except BaseException:
                 ring._free_group(self._bgid)
                 raise
@@ -186,6 +189,10 @@ class _UringPacketReader(PacketReader):
         if self.mode == "multishot":
             ud = ring._kernel.group_ud(ud, self._bgid)
             ring._kernel.prep_read_multishot(self.fd, self._bgid, ud)
+            ring._ops[ud] = (_UringPacketReader._on_cqe, self)
+        elif self.mode == "recvmsg":
+            ud = ring._kernel.group_ud(ud, self._bgid)
+            ring._kernel.prep_recvmsg_multishot(self.fd, self._bgid, ud)
             ring._ops[ud] = (_UringPacketReader._on_cqe, self)
         else:
             self._buf = bytearray(self._bufsize)
@@ -203,6 +210,13 @@ class _UringPacketReader(PacketReader):
             if not self._batch:
                 self._ring._touched.append(self)
             self._batch.append(payload)
+        elif res < 0 and self._on_error is not None and res not in _FATAL_DATAGRAM_ERRNOS and res != -errno.ECANCELED:
+            # datagram sockets: an ICMP error or a truncated datagram is not fatal
+            self._on_error(oserror(res, f"receive on fd {self.fd}"))
+            if not flags & F_MORE and not self._cancelling:
+                self._ud = None
+                self._arm()
+                return
         if flags & F_MORE:
             return
         self._ud = None
@@ -268,7 +282,7 @@ class PacketWriter:
     is zero.
     """
 
-    __slots__ = ("_ring", "_fd", "_tag", "_copy", "_on_error", "_on_space", "_big", "_drained_cb", "__weakref__")
+    __slots__ = ("_ring", "_fd", "_tag", "_copy", "_sendto", "_on_error", "_on_space", "_big", "_drained_cb", "__weakref__")
 
     def __init__(self, ring: "Ring", fd: int, on_error: Callable[[int], None], on_space: Callable[[], None]) -> None:
         self._ring = ring
@@ -279,6 +293,7 @@ class PacketWriter:
         self._drained_cb: Callable[[], None] | None = None
         self._tag = ring._alloc_writer(self)
         self._copy = ring._kernel.write_copy
+        self._sendto = ring._kernel.sendto_copy
 
     def write(self, data: bytes) -> bool:
         res = self._copy(self._fd, data, len(data), self._tag)
@@ -287,6 +302,21 @@ class PacketWriter:
             if ring._flush_handle is None:
                 ring._flush_handle = ring._loop.call_soon(ring._flush)
             return True
+        return self._refused(data, res)
+
+    def sendto(self, data: bytes, addr: Any, sockaddr: bytes) -> bool:
+        """A datagram to ``addr``, given as raw ``struct sockaddr`` bytes in
+        ``sockaddr`` (empty: the connected peer; ``addr`` is for backends that
+        want the tuple).  Returns False when the pool is full; raises
+        ``OSError(EMSGSIZE)`` for a datagram larger than a pool slot allows."""
+        res = self._sendto(self._fd, data, len(data), sockaddr, len(sockaddr), self._tag)
+        if res == 0:
+            ring = self._ring
+            if ring._flush_handle is None:
+                ring._flush_handle = ring._loop.call_soon(ring._flush)
+            return True
+        if res == -errno.EMSGSIZE:
+            raise oserror(res, f"datagram of {len(data)} bytes is larger than the ring's write slots")
         return self._refused(data, res)
 
     def _refused(self, data: bytes, res: int) -> bool:
@@ -380,6 +410,7 @@ class Ring(RingBase):
         setup: str = "auto",
         cq_entries: int | None = None,
         write_slots: int = 1024,
+        slot_size: int = 2048,
         register_pool: bool = False,
         kernel: Any = None,
     ) -> None:
@@ -393,7 +424,7 @@ class Ring(RingBase):
         self._loop = loop
         self._closed = True  # until the kernel ring exists, for __del__
         if kernel is None:
-            kernel = NativeRing(entries, cq_entries or 4 * entries, setup, write_slots, register_pool=register_pool)
+            kernel = NativeRing(entries, cq_entries or 4 * entries, setup, write_slots, slot_size, register_pool)
         self._kernel = kernel
         self._ops: dict[int, tuple[Handler, Any]] = {}
         self._next_id = int(Tag.FIRST_ID)
@@ -519,6 +550,27 @@ class Ring(RingBase):
 
     # -- ops for transports ------------------------------------------------------
 
+    def start_datagram_reader(
+        self,
+        sock: Any,
+        bufsize: int,
+        on_records: OnPackets,
+        on_stopped: OnStopped,
+        on_error: Callable[[BaseException], None],
+        *,
+        buffers: int = 64,
+    ) -> PacketReader:
+        """Keep a multishot recvmsg armed on a datagram socket.  Each batch is a
+        list of records ``bytes([namelen]) + sockaddr + payload`` (see
+        ``aiouring.sockaddr.decode_records``); receive errors (ICMP errors,
+        truncation) go to ``on_error`` and the receive is re-armed."""
+        self._check_open()
+        return _UringPacketReader(self, sock.fileno(), bufsize, on_records, on_stopped, "recvmsg", buffers, on_error)
+
+    def open_datagram_writer(self, sock: Any, on_error: Callable[[int], None], on_space: Callable[[], None]) -> PacketWriter:
+        """A ``PacketWriter`` for a datagram socket (use its ``sendto``)."""
+        return self.open_writer(sock.fileno(), on_error, on_space)
+
     def start_packet_reader(
         self,
         fd: int,
@@ -559,6 +611,12 @@ class Ring(RingBase):
             self._flush_handle = self._loop.call_soon(self._flush)
 
     # -- internals: ids, groups, submission ------------------------------------------
+
+    def submit_now(self) -> None:
+        """Submit what is queued now instead of at the end of this loop iteration."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _new_id(self) -> int:
         ud = self._next_id
@@ -745,6 +803,7 @@ class Ring(RingBase):
                 self._flush_handle = None
             for writer in self._writers.values():
                 writer._copy = _refuse_write
+                writer._sendto = _refuse_sendto
             if self.in_flight:
                 self._kernel.prep_cancel_all(Tag.IGNORE)
                 deadline = time.monotonic() + _CLOSE_WAIT
@@ -784,6 +843,10 @@ class Ring(RingBase):
 
 
 def _refuse_write(fd: int, data: Any, n: int, writer: int) -> int:
+    return -errno.EBADF
+
+
+def _refuse_sendto(fd: int, data: Any, n: int, addr: Any, addrlen: int, writer: int) -> int:
     return -errno.EBADF
 
 

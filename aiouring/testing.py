@@ -158,6 +158,14 @@ class FakeKernel:
         self._prep(FakeOp("write", fd, ud, size=n, data=bytes(data), writer=writer))
         return 0
 
+    def sendto_copy(self, fd: int, data: bytes, n: int, addr: bytes, addrlen: int, writer: int) -> int:
+        """A pooled datagram send, as aiou_sendto_copy (the address is kept on the op)."""
+        res = self.write_copy(fd, data, n, writer)
+        if res == 0:
+            self.sq[-1].kind = "sendto"
+            self.sq[-1].buffer = bytes(addr[:addrlen])
+        return res
+
     def writer_in_flight(self, writer: int) -> int:
         return self._writer_counts.get(writer, 0)
 
@@ -189,7 +197,7 @@ class FakeKernel:
     def prep_read_multishot(self, fd: int, bgid: int, ud: int) -> None:
         self._prep(FakeOp("read_multishot", fd, ud, bgid=bgid))
 
-    def add_buffer_group(self, bgid: int, entries: int, bufsize: int) -> None:
+    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
         if bgid in self.groups:
             raise FileExistsError(errno.EEXIST, "buffer group exists")
         self.groups[bgid] = [self._group_limit or entries, 0, bufsize]

@@ -120,6 +120,8 @@ class NativeRing:
         self.slot_size = slot_size
         # one cffi call per pooled write: (fd, data, len, writer) -> 0 or -errno
         self.write_copy: Callable[[int, Any, int, int], int] = functools.partial(lib.aiou_write_copy, self._r)
+        # (fd, data, len, sockaddr bytes, sockaddr len, writer) -> 0 or -errno
+        self.sendto_copy: Callable[[int, Any, int, Any, int, int], int] = functools.partial(lib.aiou_sendto_copy, self._r)
 
     # -- ops ------------------------------------------------------------
     # Each prep_* queues one SQE (submitting first if the SQ is full) and
@@ -175,16 +177,24 @@ class NativeRing:
     def prep_read_multishot(self, fd: int, bgid: int, ud: int) -> None:
         check(lib.aiou_prep_read_multishot(self._r, fd, bgid, ud), "prep multishot read")
 
+    def prep_recvmsg_multishot(self, fd: int, bgid: int, ud: int) -> None:
+        check(lib.aiou_prep_recvmsg_multishot(self._r, fd, bgid, ud), "prep multishot recvmsg")
+
     def prep_read_select(self, fd: int, bgid: int, ud: int) -> None:
         size = self._group_sizes[bgid]
         check(lib.aiou_prep_read_select(self._r, fd, bgid, size, ud), "prep read")
 
     # -- buffer rings ---------------------------------------------------
 
-    def add_buffer_group(self, bgid: int, entries: int, bufsize: int) -> None:
+    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
+        """Register a provided-buffer ring; ``recvmsg`` lays its buffers out for
+        multishot recvmsg (each packet then reaches Python as a record:
+        name length byte, source address, payload)."""
         if bufsize > self._arena_size:
             raise ValueError(f"buffer size {bufsize} is larger than the reap arena")
         check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize), "register buffer ring")
+        if recvmsg:
+            check(lib.aiou_bufring_recvmsg(self._r, bgid), "set up a recvmsg buffer ring")
         self._group_sizes[bgid] = bufsize
 
     def remove_buffer_group(self, bgid: int) -> None:
@@ -256,6 +266,7 @@ class NativeRing:
     def close(self) -> None:
         if self._r is not None:
             self.write_copy = _closed_write
+            self.sendto_copy = _closed_sendto
             lib.aiou_ring_close(self._r)
             self._r = None
 
@@ -300,6 +311,10 @@ class SyscallBatch:
 
 
 def _closed_write(fd: int, data: Any, n: int, writer: int) -> int:
+    return -errno.EBADF
+
+
+def _closed_sendto(fd: int, data: Any, n: int, addr: Any, addrlen: int, writer: int) -> int:
     return -errno.EBADF
 
 

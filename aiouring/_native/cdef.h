@@ -80,6 +80,11 @@ unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid);
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud);
+int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
+                     const char *addr, unsigned addrlen, unsigned writer);
 
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
                     unsigned bufsize, int64_t *out, unsigned max, int *err);

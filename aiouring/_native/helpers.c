@@ -334,6 +334,63 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
 
                 if (b && bid < b->entries) {
                     unsigned char *src = b->bufs + (size_t)bid * b->bufsize;
+                    if (cqe->res > 0 && b->recvmsg) {
+                        struct io_uring_recvmsg_out *o =
+                            io_uring_recvmsg_validate(src, cqe->res, &b->msg);
+                        unsigned namelen = 0, plen = 0;
+                        if (o) {
+                            namelen = o->namelen < (unsigned)b->msg.msg_namelen ? o->namelen : (unsigned)b->msg.msg_namelen;
+                            plen = io_uring_recvmsg_payload_length(o, cqe->res, &b->msg);
+                        }
+                        if (used + 1 + namelen + plen > arena_size) {
+                            full = 1;
+                            break;
+                        }
+                        if (o && !(o->flags & MSG_TRUNC)) {
+                            arena[used] = (unsigned char)namelen;
+                            memcpy(arena + used + 1, io_uring_recvmsg_name(o), namelen);
+                            memcpy(arena + used + 1 + namelen, io_uring_recvmsg_payload(o, &b->msg), plen);
+                            off = used;
+                            used += 1 + namelen + plen;
+                            /* the length Python sees is the record's */
+                            io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
+                                                  io_uring_buf_ring_mask(b->entries),
+                                                  b->pending++);
+                            touched[g - 1] = 1;
+                            if (cqe->flags & IORING_CQE_F_MORE) {
+                                pk[3 * p] = (int64_t)ud;
+                                pk[3 * p + 1] = off;
+                                pk[3 * p + 2] = 1 + namelen + plen;
+                                p++;
+                                head++;
+                                count++;
+                                continue;
+                            }
+                            out[5 * n] = (int64_t)ud;
+                            out[5 * n + 1] = 1 + namelen + plen;
+                            out[5 * n + 2] = cqe->flags;
+                            out[5 * n + 3] = off;
+                            out[5 * n + 4] = p;
+                            n++;
+                            head++;
+                            count++;
+                            continue;
+                        }
+                        /* truncated or malformed: recycle, report -EMSGSIZE */
+                        io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
+                                              io_uring_buf_ring_mask(b->entries),
+                                              b->pending++);
+                        touched[g - 1] = 1;
+                        out[5 * n] = (int64_t)ud;
+                        out[5 * n + 1] = -EMSGSIZE;
+                        out[5 * n + 2] = cqe->flags;
+                        out[5 * n + 3] = -1;
+                        out[5 * n + 4] = p;
+                        n++;
+                        head++;
+                        count++;
+                        continue;
+                    }
                     if (cqe->res > 0) {
                         if (used + (unsigned)cqe->res > arena_size) {
                             full = 1;
@@ -607,4 +664,81 @@ int aiou_write_batch(int fd, const char *data, const unsigned *lens,
         off += lens[i];
     }
     return (int)i;
+}
+
+int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid)
+{
+    struct aiou_bufring *b;
+
+    if (bgid >= AIOU_MAX_GROUPS || !(b = r->groups[bgid]))
+        return -ENOENT;
+    memset(&b->msg, 0, sizeof(b->msg));
+    b->msg.msg_namelen = sizeof(struct sockaddr_storage);
+    b->recvmsg = 1;
+    return 0;
+}
+
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud)
+{
+    struct aiou_bufring *b;
+
+    if (bgid >= AIOU_MAX_GROUPS || !(b = r->groups[bgid]) || !b->recvmsg)
+        return -ENOENT;
+    {
+        GET_SQE_OR_RETURN(r, sqe);
+        io_uring_prep_recvmsg_multishot(sqe, fd, &b->msg, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = bgid;
+        sqe->user_data = ud;
+    }
+    return 0;
+}
+
+struct aiou_send_slot {
+    struct msghdr msg;
+    struct iovec iov;
+    struct sockaddr_storage addr;
+};
+
+int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
+                     const char *addr, unsigned addrlen, unsigned writer)
+{
+    struct aiou_pool *pl = r->pool;
+    struct aiou_send_slot *hdr;
+    unsigned char *slot_mem;
+    unsigned slot;
+
+    if (!pl)
+        return -ENXIO;
+    if (len + sizeof(*hdr) > pl->slot_size || addrlen > sizeof(hdr->addr))
+        return -EMSGSIZE;
+    if (writer >= AIOU_MAX_WRITERS)
+        return -EINVAL;
+    if (!pl->nfree)
+        return -ENOBUFS;
+    {
+        GET_SQE_OR_RETURN(r, sqe);
+        slot = pl->free[--pl->nfree];
+        slot_mem = pl->mem + (size_t)slot * pl->slot_size;
+        hdr = (struct aiou_send_slot *)slot_mem;
+        memset(&hdr->msg, 0, sizeof(hdr->msg));
+        memcpy(slot_mem + sizeof(*hdr), data, len);
+        hdr->iov.iov_base = slot_mem + sizeof(*hdr);
+        hdr->iov.iov_len = len;
+        hdr->msg.msg_iov = &hdr->iov;
+        hdr->msg.msg_iovlen = 1;
+        if (addrlen) {
+            memcpy(&hdr->addr, addr, addrlen);
+            hdr->msg.msg_name = &hdr->addr;
+            hdr->msg.msg_namelen = addrlen;
+        }
+        io_uring_prep_sendmsg(sqe, fd, &hdr->msg, 0);
+        sqe->user_data = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) |
+                         ((uint64_t)writer << 16) | slot;
+    }
+    pl->inflight[writer]++;
+    r->pool_free = pl->nfree;
+    r->pooled_writes++;
+    return 0;
 }

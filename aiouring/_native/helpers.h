@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include <sys/uio.h>
+#include <sys/socket.h>
 #include <liburing.h>
 
 /* Opcodes and flags newer than liburing 2.3's header. */
@@ -46,6 +47,8 @@ struct aiou_pool {
 
 struct aiou_bufring {
     struct io_uring_buf_ring *br;
+    struct msghdr msg;       /* recvmsg groups: the template the kernel lays buffers out by */
+    int recvmsg;
     unsigned char *bufs;
     unsigned entries;
     unsigned bufsize;
@@ -109,6 +112,17 @@ unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
                      unsigned entries, unsigned bufsize);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+
+/* Datagrams.  A recvmsg group's packets reach Python as one arena record:
+ * [name length: 1 byte][source address][payload] (MSG_TRUNC datagrams are
+ * reported with res -EMSGSIZE instead).  aiou_sendto_copy is aiou_write_copy
+ * for a sendmsg with a destination address (addrlen 0: the connected peer);
+ * the slot holds the msghdr, the iovec, the address and the payload. */
+int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid);
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud);
+int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
+                     const char *addr, unsigned addrlen, unsigned writer);
 
 /* Readiness backend: batches of plain syscalls in one call from Python.
  * aiou_read_batch reads packets from a non-blocking fd into `arena` (each at

@@ -1,0 +1,236 @@
+"""aiouring's UDP endpoint against asyncio's own: each scenario runs on asyncio's
+``loop.create_datagram_endpoint`` and on aiouring's (uring and epoll), on both loops."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+import aiouring
+
+
+class Recorder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes, object]] = []
+        self.errors: list[Exception] = []
+        self.events: list[str] = []
+        self.arrived = asyncio.Event()
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.events.append("connection_made")
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        assert not self.lost.done()
+        self.datagrams.append((data, addr))
+        self.arrived.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+        self.arrived.set()
+
+    def connection_lost(self, exc) -> None:
+        self.events.append("connection_lost")
+        self.lost.set_result(exc)
+
+    async def wait(self, n: int, timeout: float = 5) -> None:
+        async def until() -> None:
+            while len(self.datagrams) + len(self.errors) < n:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+
+@pytest.fixture(params=["asyncio-stdlib", "uring", "epoll"])
+def endpoint(request):
+    """create_datagram_endpoint of the kind under test."""
+    kind = request.param
+
+    async def create(factory=Recorder, **kwargs):
+        if kind == "asyncio-stdlib":
+            return await asyncio.get_running_loop().create_datagram_endpoint(factory, **kwargs)
+        return await aiouring.create_datagram_endpoint(factory, backend=kind, **kwargs)
+
+    create.kind = kind
+    return create
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_unconnected_echo_reports_addresses_like_asyncio(endpoint, host):
+    server_t, server = await endpoint(local_addr=(host, 0))
+    server_addr = server_t.get_extra_info("sockname")
+    client_t, client = await endpoint(local_addr=(host, 0))
+    client_addr = client_t.get_extra_info("sockname")
+    for i in range(50):
+        client_t.sendto(b"ping %d" % i, server_addr[:2])
+    await server.wait(50)
+    assert [d for d, _ in server.datagrams] == [b"ping %d" % i for i in range(50)]
+    assert {a for _, a in server.datagrams} == {client_addr}
+    for data, addr in server.datagrams:
+        server_t.sendto(data.replace(b"ping", b"pong"), addr)
+    await client.wait(50)
+    assert [d for d, _ in client.datagrams] == [b"pong %d" % i for i in range(50)]
+    assert {a for _, a in client.datagrams} == {server_addr}
+    for t in (server_t, client_t):
+        t.close()
+    assert await server.lost is None and await client.lost is None
+
+
+async def test_connected_endpoint_checks_addresses_like_asyncio(endpoint):
+    server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
+    peer = server_t.get_extra_info("sockname")
+    client_t, client = await endpoint(remote_addr=peer)
+    assert client_t.get_extra_info("peername") == peer
+    assert isinstance(client_t.get_extra_info("socket"), (socket.socket, object))
+    client_t.sendto(b"no address")
+    client_t.sendto(b"the peer", peer)
+    with pytest.raises(ValueError, match="Invalid address"):
+        client_t.sendto(b"elsewhere", ("127.0.0.1", peer[1] + 1))
+    await server.wait(2)
+    assert [d for d, _ in server.datagrams] == [b"no address", b"the peer"]
+    server_t.close()
+    client_t.close()
+    await server.lost
+    await client.lost
+
+
+async def test_bad_data_raises_type_error_and_empty_sends_nothing(endpoint):
+    server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
+    client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
+    with pytest.raises(TypeError, match="bytes-like"):
+        client_t.sendto("text")
+    client_t.sendto(b"")
+    client_t.sendto(bytearray(b"bytearray"))
+    client_t.sendto(memoryview(b"memoryview"))
+    await server.wait(2)
+    await asyncio.sleep(0.02)
+    assert [d for d, _ in server.datagrams] == [b"bytearray", b"memoryview"]
+    server_t.close()
+    client_t.close()
+    await client.lost
+
+
+async def test_icmp_port_unreachable_goes_to_error_received(endpoint):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    transport, protocol = await endpoint(remote_addr=("127.0.0.1", closed_port))
+    for _ in range(3):
+        transport.sendto(b"anyone?")
+        await asyncio.sleep(0.02)
+    assert protocol.errors and all(isinstance(e, ConnectionRefusedError) for e in protocol.errors)
+    assert not transport.is_closing()
+    transport.close()
+    assert await protocol.lost is None
+
+
+async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint):
+    server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
+    client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
+    client_t.close()
+    await client.lost
+    for _ in range(7):
+        client_t.sendto(b"too late")  # no exception: dropped (and logged after a few)
+    await asyncio.sleep(0.02)
+    assert server.datagrams == []
+    assert client.events == ["connection_made", "connection_lost"]
+    server_t.close()
+    await server.lost
+
+
+async def test_thousand_datagrams_arrive_with_contents(endpoint):
+    server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
+    server_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
+    payloads = [bytes([i % 256]) * (1 + i % 1400) for i in range(1000)]
+    for i in range(0, 1000, 100):
+        for p in payloads[i : i + 100]:
+            client_t.sendto(p)
+        await server.wait(i + 100)
+    assert [d for d, _ in server.datagrams] == payloads
+    server_t.close()
+    client_t.close()
+    await server.lost
+
+
+async def test_datagram_larger_than_a_write_slot_keeps_its_place(endpoint):
+    server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
+    client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
+    client_t.sendto(b"small first")
+    client_t.sendto(b"L" * 60000)
+    client_t.sendto(b"small last")
+    await server.wait(3)
+    assert [d[:11] for d, _ in server.datagrams] == [b"small first", b"L" * 11, b"small last"]
+    assert len(server.datagrams[1][0]) == 60000
+    server_t.close()
+    client_t.close()
+    await server.lost
+
+
+async def test_abort_calls_connection_lost_once(endpoint):
+    transport, protocol = await endpoint(local_addr=("127.0.0.1", 0))
+    transport.abort()
+    transport.abort()
+    transport.close()
+    assert await protocol.lost is None
+    await asyncio.sleep(0.01)
+    assert protocol.events == ["connection_made", "connection_lost"]
+
+
+@pytest.mark.parametrize("backend", ["uring", "epoll"])
+async def test_full_write_pool_pauses_and_resumes_the_protocol(backend):
+    class Paused(Recorder):
+        def pause_writing(self):
+            self.events.append("pause_writing")
+
+        def resume_writing(self):
+            self.events.append("resume_writing")
+
+    ring = aiouring.open_ring(backend, write_slots=2)
+    server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), ring=ring)
+    client_t, client = await aiouring.create_datagram_endpoint(Paused, remote_addr=server_t.get_extra_info("sockname"), ring=ring)
+    client_t.set_write_buffer_limits(high=100, low=10)
+    for i in range(20):
+        client_t.sendto(b"x" * 50)
+    assert "pause_writing" in client.events
+    assert client_t.get_write_buffer_size() > 100
+    await server.wait(20)
+    await asyncio.sleep(0.01)
+    assert client.events.index("resume_writing") > client.events.index("pause_writing")
+    assert client_t.get_write_buffer_size() == 0
+    server_t.close()
+    client_t.close()
+    await client.lost
+    ring.close()
+
+
+@pytest.mark.parametrize("backend", ["uring", "epoll"])
+async def test_batch_hook_gets_datagrams_in_lists(backend):
+    class Batches(Recorder):
+        def datagrams_received(self, datagrams):
+            self.batches = getattr(self, "batches", []) + [len(datagrams)]
+            for data, addr in datagrams:
+                self.datagram_received(data, addr)
+
+    server_t, server = await aiouring.create_datagram_endpoint(Batches, local_addr=("127.0.0.1", 0), backend=backend)
+    client_t, _ = await aiouring.create_datagram_endpoint(Recorder, remote_addr=server_t.get_extra_info("sockname"), backend=backend)
+    for i in range(100):
+        client_t.sendto(b"%d" % i)
+    await server.wait(100)
+    assert sum(server.batches) == 100 and [d for d, _ in server.datagrams] == [b"%d" % i for i in range(100)]
+    server_t.close()
+    client_t.close()
+    await server.lost
+
+
+async def test_endpoint_arguments_are_checked():
+    with pytest.raises(ValueError, match="family"):
+        await aiouring.create_datagram_endpoint(Recorder)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        with pytest.raises(ValueError, match="UDP"):
+            await aiouring.create_datagram_endpoint(Recorder, sock=tcp)
+    with pytest.raises(TypeError):
+        await aiouring.create_datagram_endpoint(Recorder, local_addr="127.0.0.1:5000")
