@@ -47,3 +47,37 @@ def interface_names() -> set[str]:
 
 def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+@contextlib.contextmanager
+def two_namespaces(*, addresses: tuple[str, str] = ("192.168.77.1", "192.168.77.2"), prefix: int = 24) -> Iterator[tuple[str, str]]:
+    """Two namespaces joined by a veth pair (``addresses`` on each end, IPv6
+    off, lo up); yields their names.  Nothing is left behind."""
+    names = [f"aiou-{os.getpid()}-{next(_counter)}{side}" for side in "ab"]
+    for name in names:
+        netns.create(name)
+    try:
+        for i, name in enumerate(names):
+            netns.pushns(name)
+            try:
+                sysctl("net/ipv6/conf/all/disable_ipv6", "1")
+                sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                with IPRoute() as ipr:
+                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                    if i == 0:
+                        ipr.link("add", ifname="veth0", kind="veth", peer={"ifname": "veth0", "net_ns_fd": names[1]})
+            finally:
+                netns.popns()
+        for name, address in zip(names, addresses):
+            netns.pushns(name)
+            try:
+                with IPRoute() as ipr:
+                    index = ipr.link_lookup(ifname="veth0")[0]
+                    ipr.addr("add", index=index, address=address, prefixlen=prefix)
+                    ipr.link("set", index=index, state="up")
+            finally:
+                netns.popns()
+        yield names[0], names[1]
+    finally:
+        for name in names:
+            netns.remove(name)

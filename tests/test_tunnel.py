@@ -1,0 +1,183 @@
+"""examples/tunnel.py end to end: two namespaces joined by a veth pair, a tunnel process in each."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+from pyroute2 import netns as pyroute_netns
+
+from support.netns import two_namespaces
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+KEY = "5a" * 32
+A_UNDERLAY, B_UNDERLAY = "192.168.77.1", "192.168.77.2"
+A_INNER, B_INNER = "10.50.0.1", "10.50.0.2"
+
+
+def start_tunnel(ns: str, inner: str, peer: str, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, os.path.join(EXAMPLES, "tunnel.py"),
+         "--address", f"{inner}/24", "--listen", "0.0.0.0:51820", "--peer", f"{peer}:51820", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), line + proc.stderr.read()
+    return proc
+
+
+def stop_tunnel(proc: subprocess.Popen) -> dict[str, int]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    counters = re.search(r"counters: (.*)", out).group(1)
+    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+
+
+def ping(ns: str, target: str, count: int = 3) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", target], capture_output=True, text=True, timeout=60)
+
+
+TCP_SERVER = """
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000)); s.listen(1); print("listening", flush=True)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    data = c.recv(65536)
+    if not data: break
+    h.update(data); n += len(data)
+print(n, h.hexdigest(), flush=True)
+"""
+
+
+def tcp_transfer(src_ns: str, dst_ns: str, dst: str, size: int = 4 << 20) -> None:
+    server = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-c", TCP_SERVER, dst], stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().startswith("listening")
+    payload = os.urandom(size)
+    pyroute_netns.pushns(src_ns)
+    try:
+        with socket.create_connection((dst, 9000), timeout=20) as c:
+            c.sendall(payload)
+    finally:
+        pyroute_netns.popns()
+    out, _ = server.communicate(timeout=30)
+    assert out.split() == [str(size), hashlib.sha256(payload).hexdigest()]
+
+
+@pytest.fixture
+def lab():
+    with two_namespaces(addresses=(A_UNDERLAY, B_UNDERLAY)) as names:
+        yield names
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend, loop):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
+    try:
+        result = ping(a, B_INNER)
+        assert "3 received" in result.stdout, result.stdout + result.stderr
+        tcp_transfer(a, b, B_INNER)
+    finally:
+        counters_a, counters_b = stop_tunnel(side_a), stop_tunnel(side_b)
+    assert counters_a["rejected"] == counters_b["rejected"] == 0
+    assert counters_a["sent"] > 100 and counters_b["received"] > 100
+
+
+@pytest.mark.parametrize("io", ["stdlib-drain", "stdlib-pipes"])
+def test_stdlib_plumbings_used_by_the_benchmark_work_too(lab, io):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", io)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain", "--io", io)
+    try:
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        stop_tunnel(side_a)
+        stop_tunnel(side_b)
+
+
+def capture_tunnel_datagram(ns: str, source: str, port: int = 51820, timeout: float = 5) -> bytes:
+    """The UDP payload of one datagram from ``source`` to ``port`` seen on veth0 in ``ns``."""
+    pyroute_netns.pushns(ns)
+    try:
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        sniffer.bind(("veth0", 0))
+    finally:
+        pyroute_netns.popns()
+    sniffer.settimeout(timeout)
+    with sniffer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = sniffer.recv(65535)
+            ip = frame[14:]
+            ihl = (ip[0] & 0x0F) * 4
+            if ip[9] == 17 and socket.inet_ntoa(ip[12:16]) == source and struct.unpack_from("!H", ip, ihl + 2)[0] == port:
+                return ip[ihl + 8 : struct.unpack_from("!H", ip, 2)[0]]
+    raise AssertionError("no tunnel datagram seen")
+
+
+def send_from(ns: str, payload: bytes, dst: tuple[str, int]) -> None:
+    pyroute_netns.pushns(ns)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(payload, dst)
+    finally:
+        pyroute_netns.popns()
+
+
+def test_tampered_and_replayed_datagrams_are_rejected(lab):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.2", B_INNER], stdout=subprocess.DEVNULL)
+        genuine = capture_tunnel_datagram(a, source=A_UNDERLAY)
+        pinger.wait(timeout=20)
+        tampered = bytearray(genuine)
+        tampered[-1] ^= 0x01
+        send_from(a, bytes(tampered), (B_UNDERLAY, 51820))
+        send_from(a, genuine, (B_UNDERLAY, 51820))  # a replay of a datagram B already took
+        time.sleep(0.3)
+        assert "3 received" in ping(a, B_INNER).stdout  # the tunnel is unharmed
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["rejected"] == 1
+    assert counters_b["replayed"] == 1
+
+
+def test_restarting_one_side_recovers(lab):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        assert "3 received" in ping(a, B_INNER).stdout
+        stop_tunnel(side_b)
+        assert "0 received" in ping(a, B_INNER, count=2).stdout
+        side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)  # a new salt, counters from 0
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        counters_a = stop_tunnel(side_a)
+        stop_tunnel(side_b)
+    assert counters_a["replayed"] == 0 and counters_a["rejected"] == 0
+
+
+def test_wrong_key_gets_nothing_through(lab):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", "a5" * 32)
+    try:
+        assert "0 received" in ping(a, B_INNER, count=2).stdout
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["rejected"] >= 2 and counters_b["received"] == 0
