@@ -109,7 +109,8 @@ def capture_tunnel_datagram(ns: str, source: str, port: int = 51820, timeout: fl
     """The UDP payload of one datagram from ``source`` to ``port`` seen on veth0 in ``ns``."""
     pyroute_netns.pushns(ns)
     try:
-        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        # ETH_P_ALL: a packet socket bound to one protocol sees only incoming frames
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         sniffer.bind(("veth0", 0))
     finally:
         pyroute_netns.popns()
@@ -118,6 +119,8 @@ def capture_tunnel_datagram(ns: str, source: str, port: int = 51820, timeout: fl
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             frame = sniffer.recv(65535)
+            if frame[12:14] != b"\x08\x00":
+                continue
             ip = frame[14:]
             ihl = (ip[0] & 0x0F) * 4
             if ip[9] == 17 and socket.inet_ntoa(ip[12:16]) == source and struct.unpack_from("!H", ip, ihl + 2)[0] == port:
