@@ -210,7 +210,13 @@ class _UringPacketReader(PacketReader):
             if not self._batch:
                 self._ring._touched.append(self)
             self._batch.append(payload)
-        elif res < 0 and self._on_error is not None and res not in _FATAL_DATAGRAM_ERRNOS and res != -errno.ECANCELED:
+        elif (
+            res < 0
+            and self._on_error is not None
+            and res not in _FATAL_DATAGRAM_ERRNOS
+            and res not in _REARM_ERRNOS
+            and res != -errno.ECANCELED
+        ):
             # datagram sockets: an ICMP error or a truncated datagram is not fatal
             self._on_error(oserror(res, f"receive on fd {self.fd}"))
             if not flags & F_MORE and not self._cancelling:

@@ -45,7 +45,17 @@ class DatagramTransport(asyncio.DatagramTransport):
     batches instead of one ``datagram_received`` call per datagram.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ring: AnyRing, sock: socket.socket, protocol: Any, address: Any = None, waiter: asyncio.Future | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ring: AnyRing,
+        sock: socket.socket,
+        protocol: Any,
+        address: Any = None,
+        waiter: asyncio.Future | None = None,
+        max_datagram_size: int = 65535,
+        receive_buffers: int = 64,
+    ) -> None:
         super().__init__({"socket": sock})
         self._extra: dict[str, Any] = self._extra  # set by asyncio.BaseTransport
         self._loop = loop
@@ -63,6 +73,12 @@ class DatagramTransport(asyncio.DatagramTransport):
         except OSError:
             self._extra["peername"] = None
         self._uring = ring.backend != "epoll"
+        if self._uring and ring.backend == "uring":
+            # On an O_NONBLOCK socket io_uring answers a send that finds the
+            # socket buffer full with -EAGAIN (the datagram is lost); on a
+            # blocking one it waits in the kernel, which never blocks this
+            # thread.  Direct sends below use MSG_DONTWAIT.
+            sock.setblocking(True)
         self._closing = False
         self._conn_lost = 0
         self._finished = False
@@ -76,6 +92,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._stopping_readers = 0
         self._draining = False
         self._batch_hook = getattr(protocol, "datagrams_received", None)
+        self._max_datagram = max_datagram_size
+        self._receive_buffers = receive_buffers
         self._writer: Any = ring.open_datagram_writer(sock, self._on_send_error, self._on_space)
         loop.call_soon(self._start, waiter)
 
@@ -119,7 +137,10 @@ class DatagramTransport(asyncio.DatagramTransport):
 
     def _arm(self) -> None:
         on_batch = self._on_records if self._uring else self._on_datagrams
-        self._reader = self._ring.start_datagram_reader(self._sock, _MAX_DATAGRAM + 256, on_batch, self._on_reader_stopped, self._on_receive_error)
+        # room for the recvmsg header and the source address beside the payload
+        self._reader = self._ring.start_datagram_reader(
+            self._sock, self._max_datagram + 256, on_batch, self._on_reader_stopped, self._on_receive_error, buffers=self._receive_buffers
+        )
 
     def _on_records(self, records: list[bytes]) -> None:
         self._on_datagrams(decode_records(records))
@@ -211,9 +232,9 @@ class DatagramTransport(asyncio.DatagramTransport):
             self._ring.submit_now()  # after the datagrams already queued, not before them
             try:
                 if addr is None:
-                    self._sock.send(data)
+                    self._sock.send(data, socket.MSG_DONTWAIT)
                 else:
-                    self._sock.sendto(data, addr)
+                    self._sock.sendto(data, socket.MSG_DONTWAIT, addr)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as exc2:
@@ -351,6 +372,8 @@ async def create_datagram_endpoint(
     sock: socket.socket | None = None,
     ring: AnyRing | None = None,
     backend: str = "auto",
+    max_datagram_size: int = 65535,
+    receive_buffers: int = 64,
 ) -> tuple[DatagramTransport, Any]:
     """A UDP endpoint on the ring, like ``loop.create_datagram_endpoint``.
 
@@ -358,7 +381,13 @@ async def create_datagram_endpoint(
     ``loop.getaddrinfo``; with ``remote_addr`` the socket is connected and
     ``sendto`` takes no address.  ``sock`` adopts a socket instead.  Returns
     ``(transport, protocol)`` once ``connection_made`` has been called.
+    ``max_datagram_size`` sizes each receive buffer (a larger datagram is
+    reported to ``error_received`` as ``EMSGSIZE``) and ``receive_buffers``
+    how many the kernel can fill between two reaps; a VPN that knows its MTU
+    sets the first small and the second large.
     """
+    if not 1 <= max_datagram_size <= _MAX_DATAGRAM:
+        raise ValueError(f"max_datagram_size must be from 1 to {_MAX_DATAGRAM}, not {max_datagram_size!r}")
     loop = asyncio.get_running_loop()
     if ring is None:
         ring = get_ring(backend)
@@ -400,7 +429,7 @@ async def create_datagram_endpoint(
             raise
     protocol = protocol_factory()
     waiter = loop.create_future()
-    transport = DatagramTransport(loop, ring, sock, protocol, address, waiter)
+    transport = DatagramTransport(loop, ring, sock, protocol, address, waiter, max_datagram_size, receive_buffers)
     try:
         await waiter
     except BaseException:

@@ -7,6 +7,8 @@
 3. Runs a short bounce measurement (read a forwarded packet, write a fresh one,
    64 in flight) for aiouring against asyncio's `connect_read_pipe` /
    `connect_write_pipe` and the `add_reader` drain recipe, and prints packets/s.
+4. Joins two namespaces with a veth pair, brings up the encrypted tunnel of
+   examples/tunnel.py between them, and runs `ping` and a short iperf3 through it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import aiouring  # noqa: E402
 from run import bench_namespace, bench_tun, run_one  # noqa: E402
@@ -59,7 +62,35 @@ def main() -> int:
         if pipes:
             print(f"\naiouring (Transport/Protocol) moved {dict(rows)['aiouring-protocol'] / pipes:.1f}x the packets "
                   f"of asyncio's connect_read_pipe/connect_write_pipe on the same TUN.")
-        print("Full comparison (both loops, read/write/bounce, C reference, ping RTT): make bench")
+        print("Full comparison (both loops, read/write/bounce, C reference, ping RTT): sh scripts/bench.sh", flush=True)
+
+    step("an encrypted tunnel (examples/tunnel.py, ChaCha20-Poly1305) between two namespaces")
+    import importlib.util
+
+    from support.netns import two_namespaces
+
+    # benchmarks/tunnel.py, not examples/tunnel.py (which this directory puts first on the path)
+    spec_ = importlib.util.spec_from_file_location("tunnel_benchmark", os.path.join(ROOT, "benchmarks", "tunnel.py"))
+    bench = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(bench)  # type: ignore[union-attr]
+    A_INNER, A_UNDERLAY, B_INNER, B_UNDERLAY = bench.A_INNER, bench.A_UNDERLAY, bench.B_INNER, bench.B_UNDERLAY
+    iperf, start_example, stop = bench.iperf, bench.start_example, bench.stop
+
+    with two_namespaces(addresses=(A_UNDERLAY, B_UNDERLAY)) as (a, b):
+        spec = {"io": "aiouring", "plain": False}
+        sides = [start_example(a, A_INNER, B_UNDERLAY, spec, "asyncio"), start_example(b, B_INNER, A_UNDERLAY, spec, "asyncio")]
+        try:
+            print(f"namespace A: {A_INNER} (UDP {A_UNDERLAY}:51820)  <->  namespace B: {B_INNER} (UDP {B_UNDERLAY}:51820)", flush=True)
+            ping = subprocess.run(["ip", "netns", "exec", a, "ping", "-c", "4", "-i", "0.2", B_INNER], text=True)
+            gbits = iperf(a, b, B_INNER, 3)
+            print(f"\niperf3, one TCP flow for 3 s through the encrypted tunnel: {gbits:.2f} Gbit/s", flush=True)
+        finally:
+            for side in sides:
+                print(stop(side).strip().splitlines()[-1], flush=True)
+        if ping.returncode != 0:
+            print("no ping through the tunnel: something is wrong", file=sys.stderr)
+            return 1
+        print("Tunnel against wireguard-go, the stdlib and the bare veth: sh scripts/bench.sh tunnel")
     return 0
 
 

@@ -30,8 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import binascii
+import errno
 import os
 import signal
+import socket
 import struct
 import sys
 from typing import Any
@@ -137,8 +139,10 @@ class UdpSide(asyncio.DatagramProtocol):
         self.tunnel.from_udp([(data, addr)])
 
     def error_received(self, exc: Exception) -> None:
-        self.tunnel.sealer.stats.setdefault("udp_errors", 0)
-        self.tunnel.sealer.stats["udp_errors"] += 1
+        # counted by errno name: ECONNREFUSED while the peer is down is expected
+        key = "udp_" + errno.errorcode.get(getattr(exc, "errno", 0) or 0, "error")
+        stats = self.tunnel.sealer.stats
+        stats[key] = stats.get(key, 0) + 1
 
 
 class Tunnel:
@@ -181,7 +185,11 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
     mtu = args.mtu
     if args.io == "aiouring":
         tun_t, _ = await aiouring.create_tun_connection(lambda: TunSide(tunnel), args.name, addresses=[args.address], mtu=mtu, backend=args.backend)
-        udp_t, _ = await aiouring.create_datagram_endpoint(lambda: UdpSide(tunnel), local_addr=listen, backend=args.backend)
+        udp_t, _ = await aiouring.create_datagram_endpoint(
+            lambda: UdpSide(tunnel), local_addr=listen, backend=args.backend,
+            max_datagram_size=mtu + OVERHEAD + 64, receive_buffers=1024,
+        )
+        _big_buffers(udp_t)
         tunnel.tun_write, tunnel.udp = tun_t.write, udp_t
         tunnel.closers = [tun_t.close, udp_t.close]
         return tunnel, tun_t.get_extra_info("name")
@@ -189,6 +197,7 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
     await device.configure(addresses=[args.address], mtu=mtu)
     fd = device.fileno()
     udp_t, _ = await loop.create_datagram_endpoint(lambda: UdpSide(tunnel), local_addr=listen)
+    _big_buffers(udp_t)
     tunnel.udp = udp_t
     if args.io == "stdlib-drain":
         def on_readable() -> None:
@@ -221,6 +230,19 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
         tunnel.tun_write = wt.write
         tunnel.closers = [rt.close, wt.close, udp_t.close, device.close]
     return tunnel, device.name
+
+
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux; not exported by the socket module
+
+
+def _big_buffers(transport: Any) -> None:
+    """Socket buffers of 4 MiB, past net.core.[rw]mem_max when root, as wireguard-go does."""
+    sock = transport.get_extra_info("socket")
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, 4 << 20)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, 4 << 20)
 
 
 def _hostport(text: str) -> tuple[str, int]:

@@ -10,7 +10,7 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 
 need=""
-for pkg in liburing-dev iproute2 iputils-ping gcc libc6-dev pkg-config; do
+for pkg in liburing-dev iproute2 iputils-ping iperf3 gcc libc6-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
