@@ -26,17 +26,19 @@ import asyncio
 import dataclasses
 import errno
 import os
+import socket
 from collections import deque
 from typing import Any, NamedTuple, Sequence
 
 from ._native import F_BUFFER, F_MORE, GROUP_SHIFT, MAX_WRITERS, POOL_GROUP
 from .device import TunDevice
 from .protocol import PacketQueueProtocol
+from .sockaddr import from_sockaddr, to_sockaddr
 from .ring import PacketReader, Ring
 from .transport import TunTransport
 from .tun import Tun
 
-__all__ = ["FakeKernel", "FakeOp", "FakeRing", "FakeDevice", "FakePeer", "FakeTun", "fake_tun"]
+__all__ = ["FakeKernel", "FakeOp", "FakeRing", "FakeDevice", "FakePeer", "FakeTun", "fake_tun", "fake_datagram_endpoint"]
 
 BUFFER_SHIFT = 16
 
@@ -59,7 +61,7 @@ class FakeOp:
 
     @property
     def multishot(self) -> bool:
-        return self.kind == "read_multishot"
+        return self.kind in ("read_multishot", "recvmsg_multishot")
 
 
 class FakeDevice:
@@ -72,12 +74,19 @@ class FakeDevice:
         self.fd = fd
         self.inbound: deque[bytes] = deque()
         self.written: list[bytes] = []
+        self.sent: list[tuple[bytes, Any]] = []  # datagrams: (data, destination or None)
         self.write_errors: deque[int] = deque()
         self.write_event = asyncio.Event()
 
     def inject(self, *packets: bytes) -> None:
         """Packets arriving from the network side, read in order."""
         self.inbound.extend(bytes(p) for p in packets)
+        self._kernel._feed(self)
+
+    def inject_datagram(self, data: bytes, addr: tuple, family: int = socket.AF_INET) -> None:
+        """A datagram from ``addr`` for the endpoint on this fd (as a recvmsg record)."""
+        raw = to_sockaddr(addr, family)
+        self.inbound.append(bytes([len(raw)]) + raw + bytes(data))
         self._kernel._feed(self)
 
     def fail_writes(self, err: int, count: int = 1) -> None:
@@ -197,6 +206,9 @@ class FakeKernel:
     def prep_read_multishot(self, fd: int, bgid: int, ud: int) -> None:
         self._prep(FakeOp("read_multishot", fd, ud, bgid=bgid))
 
+    def prep_recvmsg_multishot(self, fd: int, bgid: int, ud: int) -> None:
+        self._prep(FakeOp("recvmsg_multishot", fd, ud, bgid=bgid))
+
     def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
         if bgid in self.groups:
             raise FileExistsError(errno.EEXIST, "buffer group exists")
@@ -266,9 +278,9 @@ class FakeKernel:
             self.ops[op.ud] = op
             device = self.devices.get(op.fd)
             if device is not None:
-                if kind in ("write", "writev"):
+                if kind in ("write", "writev", "sendto"):
                     self._device_write(device, op)
-                elif kind in ("read", "read_multishot"):
+                elif kind in ("read", "read_multishot", "recvmsg_multishot"):
                     self._feed(device)
 
     def _cancel(self, op: FakeOp) -> None:
@@ -295,7 +307,7 @@ class FakeKernel:
             raise RuntimeError(f"{op} already completed")
         flags = 0
         payload = None
-        if op.kind == "read_multishot":
+        if op.multishot:
             if data is not None:
                 flags |= F_BUFFER
                 payload = bytes(data)
@@ -328,6 +340,8 @@ class FakeKernel:
         if device.write_errors:
             self.finish(op, -device.write_errors.popleft())
             return
+        if op.kind == "sendto":
+            device.sent.append((op.data or b"", from_sockaddr(op.buffer) if op.buffer else None))
         device.written.append(op.data or b"")
         device.write_event.set()
         self.finish(op, op.size)
@@ -335,7 +349,7 @@ class FakeKernel:
     def _feed(self, device: FakeDevice) -> None:
         """Hand queued inbound packets to the reads armed on the device."""
         while device.inbound:
-            op = next((o for o in self.ops.values() if o.fd == device.fd and o.kind in ("read", "read_multishot")), None)
+            op = next((o for o in self.ops.values() if o.fd == device.fd and o.kind in ("read", "read_multishot", "recvmsg_multishot")), None)
             if op is None:
                 return
             if op.multishot:
@@ -483,3 +497,28 @@ async def fake_tun(name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun"
         protocol.closed_fut.add_done_callback(lambda _: ring.close())
     return FakeTun(tun, FakePeer(fake_device), ring)
 
+
+
+async def fake_datagram_endpoint(
+    protocol_factory: Any, local_addr: tuple = ("127.0.0.1", 0), remote_addr: tuple | None = None, *, ring: FakeRing | None = None
+) -> tuple[Any, Any, FakeDevice]:
+    """A UDP endpoint whose I/O goes through a ``FakeRing``: ``(transport,
+    protocol, device)``.  ``device.inject_datagram(data, addr)`` delivers a
+    datagram; ``device.sent`` lists ``(data, addr)`` the endpoint sent (addr
+    None on a connected endpoint); ``device.fail_writes(errno)`` refuses sends.
+    The socket is real (bound on loopback, never used for I/O): no root needed.
+    """
+    from .udp import DatagramTransport
+
+    loop = asyncio.get_running_loop()
+    ring = ring or FakeRing()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(local_addr)
+    if remote_addr is not None:
+        sock.connect(remote_addr)
+    device = ring.add_device(sock.fileno())
+    protocol = protocol_factory()
+    waiter = loop.create_future()
+    transport = DatagramTransport(loop, ring, sock, protocol, remote_addr, waiter)
+    await waiter
+    return transport, protocol, device

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -116,7 +115,7 @@ def iperf(a: str, b: str, target: str, seconds: float) -> float:
     server = subprocess.Popen(netns_exec(b, "iperf3", "-s", "-1", "-B", target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):
-            if subprocess.run(netns_exec(b, "ss", "-ltn", f"sport = :5201"), capture_output=True, text=True).stdout.count("LISTEN"):
+            if subprocess.run(netns_exec(b, "ss", "-ltn", "sport = :5201"), capture_output=True, text=True).stdout.count("LISTEN"):
                 break
             time.sleep(0.05)
         out = subprocess.run(netns_exec(a, "iperf3", "-c", target, "-t", str(seconds), "-J"), capture_output=True, text=True, timeout=seconds + 30).stdout

@@ -234,3 +234,25 @@ async def test_endpoint_arguments_are_checked():
             await aiouring.create_datagram_endpoint(Recorder, sock=tcp)
     with pytest.raises(TypeError):
         await aiouring.create_datagram_endpoint(Recorder, local_addr="127.0.0.1:5000")
+
+
+async def test_fake_ring_endpoint_delivers_sends_and_reports_errors():
+    """The same transport on the fake ring: what a user's test suite would use."""
+    import errno as errno_
+    from aiouring.testing import fake_datagram_endpoint
+
+    transport, protocol, device = await fake_datagram_endpoint(Recorder)
+    device.inject_datagram(b"hello", ("10.0.0.9", 4000))
+    device.inject_datagram(b"again", ("10.0.0.9", 4000))
+    await protocol.wait(2)
+    assert protocol.datagrams == [(b"hello", ("10.0.0.9", 4000)), (b"again", ("10.0.0.9", 4000))]
+    transport.sendto(b"reply", ("10.0.0.9", 4000))
+    await asyncio.sleep(0.01)
+    assert device.sent == [(b"reply", ("10.0.0.9", 4000))]
+    device.fail_writes(errno_.ECONNREFUSED)
+    transport.sendto(b"refused", ("10.0.0.9", 4000))
+    await protocol.wait(3)
+    assert isinstance(protocol.errors[0], ConnectionRefusedError)
+    transport.close()
+    assert await protocol.lost is None
+    transport.get_extra_info("ring").close()
