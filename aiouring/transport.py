@@ -6,7 +6,7 @@ a queue of whole packets to write (never coalesced: a TUN write is one
 packet), and reacts to completions.  It never makes a syscall itself, which
 is what lets ``aiouring.testing.FakeRing`` run this same code.
 
-State: ``_closing`` (close() or abort() was called), ``_conn_lost`` (the
+State: ``_closing`` (close() or abort() was called), ``_finished`` (the
 teardown has been scheduled), ``_paused`` (reading paused by the protocol),
 ``_protocol_paused`` (``pause_writing`` was called).  Teardown waits for the
 reader to stop and every in-flight write to complete, so the device's fd is
@@ -19,13 +19,13 @@ import asyncio
 import errno
 import logging
 import warnings
-from collections import deque
 from typing import Any, Callable
 
 from .backends import AnyRing, get_ring
 from .device import TunDevice
 from .errors import ClosedError, oserror
 from .protocol import TunProtocol
+from ._transport_base import RingTransportBase
 
 __all__ = ["TunTransport", "create_tun_connection"]
 
@@ -34,7 +34,7 @@ logger = logging.getLogger("aiouring")
 _PACKET_OVERHEAD = 8  # per queued packet in the write buffer size, as asyncio's datagram transport counts
 
 
-class TunTransport(asyncio.Transport):
+class TunTransport(RingTransportBase, asyncio.Transport):
     """Transport of whole packets to and from a TUN/TAP device.
 
     ``write(packet)`` never blocks: it hands the packet to the ring's write
@@ -77,29 +77,15 @@ class TunTransport(asyncio.Transport):
         read_mode: str = "auto",
         read_buffers: int = 256,
     ) -> None:
-        super().__init__({"name": device.name, "mtu": device.mtu})
-        self._loop = loop
-        self._ring = ring
+        asyncio.Transport.__init__(self, {"name": device.name, "mtu": device.mtu})
+        self._init_base(loop, ring, protocol)
         self._device = device
         self._fd = device.fileno()
-        self._protocol = protocol
         self._read_mode = read_mode
         self._read_buffers = read_buffers
         self._max_packet = device.max_packet_size
-        self._closing = False
-        self._conn_lost = False
         self._paused = False
-        self._protocol_paused = False
-        self._reader: Any = None
-        self._stopping_readers = 0
         self._backlog: list[bytes] = []
-        self._queue: deque[bytes] = deque()
-        self._buffer_size = 0
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
-        self._connection_lost_exc: BaseException | None = None
-        self._started = False
-        self._draining = False
         self._writer = ring.open_writer(self._fd, self._on_write_error, self._on_write_space)
         loop.call_soon(self._start, waiter)
 
@@ -134,22 +120,13 @@ class TunTransport(asyncio.Transport):
         return "multishot" if _multishot_supported() else "single"
 
     def __repr__(self) -> str:
-        state = ["closed" if self._conn_lost else "closing" if self._closing else "open"]
-        if not self._conn_lost:
+        state = ["closed" if self._finished else "closing" if self._closing else "open"]
+        if not self._finished:
             state.append("paused" if self._paused else "reading")
         return (
             f"<TunTransport {self._device.name} fd={self._fd} {' '.join(state)} "
             f"backend={self._ring.backend} bufsize={self._buffer_size}>"
         )
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._protocol = protocol
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     # -- reading ------------------------------------------------------------------
 
@@ -213,10 +190,7 @@ class TunTransport(asyncio.Transport):
             self._fatal_error(exc, "Fatal error: protocol.packets_received() call failed.")
 
     def _on_reader_stopped(self, exc: BaseException | None) -> None:
-        if self._stopping_readers:
-            self._stopping_readers -= 1
-        else:
-            self._reader = None
+        self._reader_stopped()
         if exc is not None and not self._closing:
             if isinstance(exc, ClosedError):
                 self._force_close(exc)
@@ -224,17 +198,6 @@ class TunTransport(asyncio.Transport):
                 self._fatal_error(exc, "Fatal read error on TUN transport")
             return
         self._maybe_finish()
-
-    def _stop_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and reader.active:
-            self._stopping_readers += 1
-            self._reader = None
-            reader.cancel()
-        elif reader is not None and not reader.active:
-            # already stopping on its own: its on_stopped is still to come
-            self._stopping_readers += 1
-            self._reader = None
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -291,7 +254,7 @@ class TunTransport(asyncio.Transport):
         if not self._queue and self._writer.write(data):
             return
         self._queue.append(data)
-        self._buffer_size += size + _PACKET_OVERHEAD
+        self._buffer_size += self._queued_size(data)
         if not self._protocol_paused and self._buffer_size > self._high_water:
             self._maybe_pause_protocol()
 
@@ -308,7 +271,7 @@ class TunTransport(asyncio.Transport):
             while queue:
                 if not writer.write(queue[0]):
                     break
-                self._buffer_size -= len(queue.popleft()) + _PACKET_OVERHEAD
+                self._buffer_size -= self._queued_size(queue.popleft())
         except ClosedError as exc:
             self._force_close(exc)
             return
@@ -318,9 +281,9 @@ class TunTransport(asyncio.Transport):
             self._maybe_finish()
 
     def _on_write_error(self, res: int) -> None:
-        if res == -errno.ECANCELED and (self._ring.closed or self._conn_lost):
+        if res == -errno.ECANCELED and (self._ring.closed or self._finished):
             return
-        if self._conn_lost:
+        if self._finished:
             return
         try:
             self._protocol.error_received(oserror(res, f"write to {self._device.name}"))
@@ -335,48 +298,8 @@ class TunTransport(asyncio.Transport):
     def write_eof(self) -> None:
         raise NotImplementedError("a TUN device has no end-of-file to write")
 
-    def get_write_buffer_size(self) -> int:
-        """Bytes queued here, not yet taken by the ring (each packet counted with 8 bytes of overhead)."""
-        return self._buffer_size
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low_water, self._high_water
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water = high
-        self._low_water = low
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._buffer_size <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {"message": "protocol.pause_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol}
-            )
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {"message": "protocol.resume_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol}
-                )
+    def _queued_size(self, packet: bytes) -> int:
+        return len(packet) + _PACKET_OVERHEAD
 
     # -- closing ------------------------------------------------------------------
 
@@ -391,10 +314,6 @@ class TunTransport(asyncio.Transport):
             self._stop_reader()
         self._maybe_finish()
 
-    def abort(self) -> None:
-        """Close at once, dropping queued writes."""
-        self._force_close(None)
-
     def _fatal_error(self, exc: BaseException, message: str = "Fatal error on TUN transport") -> None:
         if not isinstance(exc, OSError) or self._loop.get_debug():
             self._loop.call_exception_handler(
@@ -405,39 +324,8 @@ class TunTransport(asyncio.Transport):
         self._force_close(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
-        if self._conn_lost:
-            return
-        self._connection_lost_exc = exc
-        self._closing = True
         self._backlog.clear()
-        if self._queue:
-            dropped = sum(len(p) + _PACKET_OVERHEAD for p in self._queue)
-            self._queue.clear()
-            self._buffer_size -= dropped
-        if self._started:
-            self._stop_reader()
-        self._maybe_finish(force=True)
-
-    def _maybe_finish(self, force: bool = False) -> None:
-        """Schedule the teardown once nothing of ours is left in the kernel."""
-        if self._conn_lost or not self._closing:
-            return
-        if not self._ring.closed:
-            if self._queue and not force:
-                return
-            if self._reader is not None or self._stopping_readers:
-                return
-            if self._writer.in_flight:
-                if not self._draining:
-                    self._draining = True
-                    self._writer.when_drained(self._drained)
-                return
-        self._conn_lost = True
-        self._loop.call_soon(self._call_connection_lost, self._connection_lost_exc)
-
-    def _drained(self) -> None:
-        self._draining = False
-        self._maybe_finish()
+        super()._force_close(exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -450,7 +338,7 @@ class TunTransport(asyncio.Transport):
             self._queue.clear()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self._conn_lost and not self._device.closed:
+        if not self._finished and not self._device.closed:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._device.close()
 

@@ -13,11 +13,11 @@ import asyncio
 import logging
 import socket
 import warnings
-from collections import deque
 from typing import Any, Callable
 
 from .backends import AnyRing, get_ring
 from .errors import ClosedError, oserror
+from ._transport_base import RingTransportBase
 from .sockaddr import decode_records, to_sockaddr
 
 __all__ = ["DatagramTransport", "create_datagram_endpoint"]
@@ -28,7 +28,7 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5  # as asyncio's constants
 _MAX_DATAGRAM = 65535
 
 
-class DatagramTransport(asyncio.DatagramTransport):
+class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
     """A datagram transport on a ring (see ``create_datagram_endpoint``).
 
     Follows ``asyncio``'s selector datagram transport: ``sendto(data, addr)``
@@ -56,12 +56,10 @@ class DatagramTransport(asyncio.DatagramTransport):
         max_datagram_size: int = 65535,
         receive_buffers: int = 64,
     ) -> None:
-        super().__init__({"socket": sock})
+        asyncio.DatagramTransport.__init__(self, {"socket": sock})
         self._extra: dict[str, Any] = self._extra  # set by asyncio.BaseTransport
-        self._loop = loop
-        self._ring = ring
+        self._init_base(loop, ring, protocol)
         self._sock = sock
-        self._protocol = protocol
         self._address = address
         self._family = sock.family
         try:
@@ -79,18 +77,8 @@ class DatagramTransport(asyncio.DatagramTransport):
             # blocking one it waits in the kernel, which never blocks this
             # thread.  Direct sends below use MSG_DONTWAIT.
             sock.setblocking(True)
-        self._closing = False
-        self._conn_lost = 0
-        self._finished = False
+        self._sends_after_close = 0
         self._paused = False
-        self._protocol_paused = False
-        self._queue: deque[tuple[bytes, Any]] = deque()
-        self._buffer_size = 0
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
-        self._reader: Any = None
-        self._stopping_readers = 0
-        self._draining = False
         self._batch_hook = getattr(protocol, "datagrams_received", None)
         self._max_datagram = max_datagram_size
         self._receive_buffers = receive_buffers
@@ -110,19 +98,14 @@ class DatagramTransport(asyncio.DatagramTransport):
         state = "closed" if self._finished else "closing" if self._closing else "open"
         return f"<DatagramTransport {state} sockname={self._extra.get('sockname')} backend={self._ring.backend} bufsize={self._buffer_size}>"
 
-    def get_protocol(self) -> Any:
-        return self._protocol
-
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
         self._batch_hook = getattr(protocol, "datagrams_received", None)
 
-    def is_closing(self) -> bool:
-        return self._closing
-
     # -- receiving --------------------------------------------------------------------
 
     def _start(self, waiter: asyncio.Future | None) -> None:
+        self._started = True
         try:
             self._protocol.connection_made(self)
             if not self._paused and not self._closing:
@@ -165,20 +148,11 @@ class DatagramTransport(asyncio.DatagramTransport):
             self._protocol.error_received(exc)
 
     def _on_reader_stopped(self, exc: BaseException | None) -> None:
-        if self._stopping_readers:
-            self._stopping_readers -= 1
-        else:
-            self._reader = None
+        self._reader_stopped()
         if exc is not None and not self._closing:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
         self._maybe_finish()
-
-    def _stop_reader(self) -> None:
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            self._stopping_readers += 1
-            reader.cancel()
 
     def pause_reading(self) -> None:
         """Stop receiving (the kernel keeps datagrams in the socket buffer)."""
@@ -211,15 +185,15 @@ class DatagramTransport(asyncio.DatagramTransport):
         elif addr is None:
             raise ValueError("this endpoint is not connected: sendto() needs an address")
         if self._closing:
-            if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            if self._sends_after_close >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
+            self._sends_after_close += 1
             return
         data = bytes(data)
         if not self._queue and self._send(data, addr):
             return
         self._queue.append((data, addr))
-        self._buffer_size += len(data)
+        self._buffer_size += self._queued_size((data, addr))
         self._maybe_pause_protocol()
 
     def _send(self, data: bytes, addr: Any) -> bool:
@@ -249,7 +223,7 @@ class DatagramTransport(asyncio.DatagramTransport):
             if not self._send(data, addr):
                 break
             queue.popleft()
-            self._buffer_size -= len(data)
+            self._buffer_size -= self._queued_size((data, addr))
         self._maybe_resume_protocol()
         if self._closing:
             self._maybe_finish()
@@ -258,41 +232,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         if not self._finished:
             self._protocol.error_received(oserror(res, "sendmsg"))
 
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low_water, self._high_water
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water, self._low_water = high, low
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._buffer_size > self._high_water and not self._protocol_paused:
-            self._protocol_paused = True
-            try:
-                self._protocol.pause_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({"message": "protocol.pause_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol})
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({"message": "protocol.resume_writing() failed", "exception": exc, "transport": self, "protocol": self._protocol})
+    def _queued_size(self, item: tuple[bytes, Any]) -> int:
+        return len(item[0])  # as asyncio's datagram transport counts
 
     # -- closing -----------------------------------------------------------------------
 
@@ -305,45 +246,10 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._stop_reader()
         self._maybe_finish()
 
-    def abort(self) -> None:
-        self._force_close(None)
-
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         if not isinstance(exc, OSError):
             self._loop.call_exception_handler({"message": message, "exception": exc, "transport": self, "protocol": self._protocol})
         self._force_close(exc)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._finished:
-            return
-        self._closing = True
-        self._queue.clear()
-        self._buffer_size = 0
-        self._stop_reader()
-        self._lost_exc = exc
-        self._maybe_finish(force=True)
-
-    _lost_exc: BaseException | None = None
-
-    def _maybe_finish(self, force: bool = False) -> None:
-        if self._finished or not self._closing:
-            return
-        if not self._ring.closed:
-            if self._queue and not force:
-                return
-            if self._reader is not None or self._stopping_readers:
-                return
-            if self._writer.in_flight:
-                if not self._draining:
-                    self._draining = True
-                    self._writer.when_drained(self._drained)
-                return
-        self._finished = True
-        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
-
-    def _drained(self) -> None:
-        self._draining = False
-        self._maybe_finish()
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
