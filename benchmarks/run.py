@@ -43,8 +43,10 @@ from typing import Any, Iterator
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from packets import udp  # noqa: E402
+from support.netns import network_namespace, sysctl  # noqa: E402
 
 SRC, DST = "10.9.0.2", "10.9.0.3"
 TUN_ADDRESS = "10.9.0.1/24"
@@ -56,32 +58,15 @@ RESULTS = os.path.join(HERE, "results")
 # -- environment --------------------------------------------------------------
 
 
-def sysctl(key: str, value: str) -> None:
-    with open(f"/proc/sys/{key}", "w") as f:
-        f.write(value)
-
-
 @contextlib.contextmanager
 def bench_namespace() -> Iterator[str]:
-    """A private network namespace for this thread and its children."""
-    from pyroute2 import IPRoute, netns
-
-    name = f"aiou-bench-{os.getpid()}"
-    netns.create(name)
-    netns.pushns(name)
-    try:
-        sysctl("net/ipv6/conf/all/disable_ipv6", "1")
-        sysctl("net/ipv6/conf/default/disable_ipv6", "1")
-        sysctl("net/ipv4/ip_forward", "1")
+    """A private network namespace for this thread and its children: IPv4
+    forwarding on, ICMP redirects and reverse-path filtering off, IPv6 off."""
+    with network_namespace(forwarding=True) as name:
         for scope in ("all", "default"):
             sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
             sysctl(f"net/ipv4/conf/{scope}/rp_filter", "0")
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         yield name
-    finally:
-        netns.popns()
-        netns.remove(name)
 
 
 @contextlib.contextmanager

@@ -492,36 +492,56 @@ static void pool_free_all(struct aiou_pool *pl)
     free(pl);
 }
 
-int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
-                    unsigned len, unsigned writer)
+/* Checks shared by the pooled writes; 0 when a slot of `need` bytes is free. */
+static int pool_check(struct aiou_ring *r, size_t need, unsigned writer)
 {
     struct aiou_pool *pl = r->pool;
-    unsigned char *slot_mem;
-    unsigned slot;
 
     if (!pl)
         return -ENXIO;
-    if (len > pl->slot_size)
+    if (need > pl->slot_size)
         return -EMSGSIZE;
     if (writer >= AIOU_MAX_WRITERS)
         return -EINVAL;
     if (!pl->nfree)
         return -ENOBUFS;
-    {
-        GET_SQE_OR_RETURN(r, sqe);
-        slot = pl->free[--pl->nfree];
-        slot_mem = pl->mem + (size_t)slot * pl->slot_size;
-        memcpy(slot_mem, data, len);
-        if (pl->registered)
-            io_uring_prep_write_fixed(sqe, fd, slot_mem, len, (__u64)-1, 0);
-        else
-            io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
-        sqe->user_data = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) |
-                         ((uint64_t)writer << 16) | slot;
-    }
+    return 0;
+}
+
+/* Take a free slot for `writer` and return its memory; `*ud` is the
+ * user_data its SQE must carry.  Call only after pool_check and once the SQE
+ * is in hand, so a failure leaves the pool untouched. */
+static unsigned char *pool_claim(struct aiou_ring *r, unsigned writer, uint64_t *ud)
+{
+    struct aiou_pool *pl = r->pool;
+    unsigned slot = pl->free[--pl->nfree];
+
     pl->inflight[writer]++;
     r->pool_free = pl->nfree;
     r->pooled_writes++;
+    *ud = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) | ((uint64_t)writer << 16) | slot;
+    return pl->mem + (size_t)slot * pl->slot_size;
+}
+
+int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
+                    unsigned len, unsigned writer)
+{
+    unsigned char *slot_mem;
+    uint64_t ud;
+    int ret = pool_check(r, len, writer);
+
+    if (ret)
+        return ret;
+    {
+        GET_SQE_OR_RETURN(r, sqe);
+        slot_mem = pool_claim(r, writer, &ud);
+        memcpy(slot_mem, data, len);
+        if (r->pool->registered)
+            io_uring_prep_write_fixed(sqe, fd, slot_mem, len, (__u64)-1, 0);
+        else
+            io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
+        sqe->user_data = ud;
+    }
     return 0;
 }
 
@@ -704,23 +724,18 @@ struct aiou_send_slot {
 int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
                      const char *addr, unsigned addrlen, unsigned writer)
 {
-    struct aiou_pool *pl = r->pool;
     struct aiou_send_slot *hdr;
     unsigned char *slot_mem;
-    unsigned slot;
+    uint64_t ud;
+    int ret = pool_check(r, (size_t)len + sizeof(*hdr), writer);
 
-    if (!pl)
-        return -ENXIO;
-    if (len + sizeof(*hdr) > pl->slot_size || addrlen > sizeof(hdr->addr))
-        return -EMSGSIZE;
-    if (writer >= AIOU_MAX_WRITERS)
+    if (ret)
+        return ret;
+    if (addrlen > sizeof(hdr->addr))
         return -EINVAL;
-    if (!pl->nfree)
-        return -ENOBUFS;
     {
         GET_SQE_OR_RETURN(r, sqe);
-        slot = pl->free[--pl->nfree];
-        slot_mem = pl->mem + (size_t)slot * pl->slot_size;
+        slot_mem = pool_claim(r, writer, &ud);
         hdr = (struct aiou_send_slot *)slot_mem;
         memset(&hdr->msg, 0, sizeof(hdr->msg));
         memcpy(slot_mem + sizeof(*hdr), data, len);
@@ -734,11 +749,7 @@ int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len
             hdr->msg.msg_namelen = addrlen;
         }
         io_uring_prep_sendmsg(sqe, fd, &hdr->msg, 0);
-        sqe->user_data = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) |
-                         ((uint64_t)writer << 16) | slot;
+        sqe->user_data = ud;
     }
-    pl->inflight[writer]++;
-    r->pool_free = pl->nfree;
-    r->pooled_writes++;
     return 0;
 }
