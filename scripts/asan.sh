@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build the native module with AddressSanitizer into .venv-asan and run the
-# ring, TUN, transport and reliability tests against it (as root, on Debian).
+# ring, TUN, transport, reliability, UDP and tunnel tests against it (as root, on Debian).
 # CPython itself is not instrumented, so libasan is preloaded and leak
 # detection is off (the interpreter keeps memory until exit by design).
 set -eu
@@ -19,4 +19,4 @@ rm -rf build
 cd tests
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
     "../$VENV/bin/pytest" -p no:cacheprovider -q -c ../pyproject.toml --rootdir=.. \
-    test_ring.py test_tun.py test_transport.py test_fake_ring.py test_reliability.py "$@"
+    test_ring.py test_tun.py test_transport.py test_fake_ring.py test_reliability.py test_udp.py test_tunnel.py "$@"
