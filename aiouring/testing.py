@@ -27,6 +27,7 @@ import dataclasses
 import errno
 import os
 import socket
+import weakref
 from collections import deque
 from typing import Any, NamedTuple, Sequence
 
@@ -38,7 +39,7 @@ from .ring import PacketReader, Ring
 from .transport import TunTransport
 from .tun import Tun
 
-__all__ = ["FakeKernel", "FakeOp", "FakeRing", "FakeDevice", "FakePeer", "FakeTun", "fake_tun", "fake_datagram_endpoint"]
+__all__ = ["UseAfterFree", "FakeKernel", "FakeOp", "FakeRing", "FakeDevice", "FakePeer", "FakeTun", "fake_tun", "fake_datagram_endpoint"]
 
 BUFFER_SHIFT = 16
 
@@ -62,6 +63,24 @@ class FakeOp:
     @property
     def multishot(self) -> bool:
         return self.kind in ("read_multishot", "recvmsg_multishot")
+
+
+class UseAfterFree(AssertionError):
+    """The fake kernel was asked to write into a buffer the application had freed."""
+
+
+def _weak(buf: Any) -> Any:
+    try:
+        return weakref.ref(buf)
+    except TypeError:  # bytearray itself takes no weak references: hold it
+        return buf
+
+
+def _deref(op: FakeOp) -> Any:
+    target = op.buffer() if isinstance(op.buffer, weakref.ref) else op.buffer
+    if target is None:
+        raise UseAfterFree(f"{op.kind} op {op.ud} completed into a buffer that was already freed")
+    return target
 
 
 class FakeDevice:
@@ -143,8 +162,11 @@ class FakeKernel:
         self._prep(FakeOp("nop", -1, ud))
 
     def prep_read(self, fd: int, buf: Any, offset: int, ud: int) -> Any:
-        self._prep(FakeOp("read", fd, ud, size=len(memoryview(buf)), buffer=buf))
-        return buf
+        # Like the kernel, hold the buffer only by "address" (a weak reference
+        # where the type allows one): keeping it alive is the Ring's job, and
+        # writing into a buffer that was freed raises UseAfterFree.
+        self._prep(FakeOp("read", fd, ud, size=len(memoryview(buf)), buffer=_weak(buf)))
+        return None
 
     def prep_write(self, fd: int, data: Any, offset: int, ud: int) -> Any:
         self._prep(FakeOp("write", fd, ud, size=len(memoryview(data)), data=bytes(data)))
@@ -317,7 +339,7 @@ class FakeKernel:
             if more:
                 flags |= F_MORE
         elif op.kind == "read" and data is not None:
-            memoryview(op.buffer)[: len(data)] = data
+            memoryview(_deref(op))[: len(data)] = data
         elif op.kind == "readv" and data is not None:
             rest = memoryview(bytes(data))
             for b in op.buffer:

@@ -53,7 +53,7 @@ def main() -> int:
         step("bounce: read a forwarded packet, write a fresh one, 64 in flight, 64-byte payloads, 2 s each")
         rows = []
         with bench_tun() as device:
-            for name in ("aiouring-protocol", "aiouring-tun", "drain-recipe", "pipe-transports"):
+            for name in ("aiouring-protocol", "aiouring-epoll", "aiouring-tun", "drain-recipe", "pipe-transports"):
                 result = run_one(name, "asyncio", "bounce", 64, 2.0, device.fileno())
                 rate = result["packets"] / result["seconds"]
                 rows.append((name, rate))

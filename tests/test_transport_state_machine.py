@@ -85,7 +85,7 @@ class TransportMachine(RuleBasedStateMachine):
         self.injected += packets
         self.device.inject(*packets)
 
-    @rule(err=st.sampled_from([errno.EAGAIN, errno.EINTR, errno.ENOBUFS]))
+    @rule(err=st.sampled_from([errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ECANCELED]))
     def read_interrupted_and_rearmed(self, err: int) -> None:
         ops = self.ring.pending("read_multishot", self.fd)
         if ops:
