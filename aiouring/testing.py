@@ -149,10 +149,6 @@ class FakeKernel:
     def batch_limit(self) -> int:
         return self._batch_limit
 
-    @property
-    def sq_pending(self) -> int:
-        return len(self.sq)
-
     def _prep(self, op: FakeOp) -> None:
         if self.closed:
             raise OSError(errno.EBADF, "fake ring is closed")
@@ -218,9 +214,6 @@ class FakeKernel:
 
     def prep_cancel_all(self, ud: int) -> None:
         self._prep(FakeOp("cancel_all", -1, ud))
-
-    def prep_cancel_fd(self, fd: int, ud: int) -> None:
-        self._prep(FakeOp("cancel_fd", fd, ud))
 
     def group_ud(self, ud: int, bgid: int) -> int:
         return ud | ((bgid + 1) << GROUP_SHIFT)
@@ -294,7 +287,7 @@ class FakeKernel:
         kind = op.kind
         if kind == "nop":
             self.post(op.ud, 0)
-        elif kind in ("cancel", "cancel_all", "cancel_fd"):
+        elif kind in ("cancel", "cancel_all"):
             self._cancel(op)
         else:
             self.ops[op.ud] = op
@@ -308,8 +301,6 @@ class FakeKernel:
     def _cancel(self, op: FakeOp) -> None:
         if op.kind == "cancel":
             targets = [self.ops[op.target]] if op.target in self.ops else []
-        elif op.kind == "cancel_fd":
-            targets = [o for o in self.ops.values() if o.fd == op.fd]
         else:
             targets = list(self.ops.values())
         if not targets:

@@ -110,7 +110,6 @@ class NativeRing:
         self._arena_size = 1 << 21
         self._arena = ffi.new("unsigned char[]", self._arena_size)
         self._arena_buf = ffi.buffer(self._arena)
-        self._group_sizes: dict[int, int] = {}
         res = lib.aiou_pool_init(self._r, write_slots, slot_size, int(register_pool))
         if res < 0:
             lib.aiou_ring_close(self._r)
@@ -167,9 +166,6 @@ class NativeRing:
     def prep_cancel_all(self, ud: int) -> None:
         check(lib.aiou_prep_cancel_all(self._r, ud), "prep cancel all")
 
-    def prep_cancel_fd(self, fd: int, ud: int) -> None:
-        check(lib.aiou_prep_cancel_fd(self._r, fd, ud), "prep cancel fd")
-
     def group_ud(self, ud: int, bgid: int) -> int:
         """``ud`` tagged with buffer group ``bgid`` (the reaper needs it)."""
         return ud | ((bgid + 1) << GROUP_SHIFT)
@@ -179,10 +175,6 @@ class NativeRing:
 
     def prep_recvmsg_multishot(self, fd: int, bgid: int, ud: int) -> None:
         check(lib.aiou_prep_recvmsg_multishot(self._r, fd, bgid, ud), "prep multishot recvmsg")
-
-    def prep_read_select(self, fd: int, bgid: int, ud: int) -> None:
-        size = self._group_sizes[bgid]
-        check(lib.aiou_prep_read_select(self._r, fd, bgid, size, ud), "prep read")
 
     # -- buffer rings ---------------------------------------------------
 
@@ -195,10 +187,8 @@ class NativeRing:
         check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize), "register buffer ring")
         if recvmsg:
             check(lib.aiou_bufring_recvmsg(self._r, bgid), "set up a recvmsg buffer ring")
-        self._group_sizes[bgid] = bufsize
 
     def remove_buffer_group(self, bgid: int) -> None:
-        self._group_sizes.pop(bgid, None)
         check(lib.aiou_bufring_remove(self._r, bgid), "unregister buffer ring")
 
     # -- submission and completion ---------------------------------------
@@ -214,10 +204,6 @@ class NativeRing:
         res = lib.aiou_wait(self._r, timeout_ms)
         if res < 0 and res not in (-errno.EINTR, -errno.EAGAIN, -errno.EBUSY):
             check(res, "io_uring_enter")
-
-    @property
-    def sq_pending(self) -> int:
-        return lib.aiou_sq_pending(self._r)
 
     def reap(self) -> tuple[list[int], list[int], Any]:
         """Ready completions, in two lists that replay in CQ order:

@@ -174,25 +174,6 @@ int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud)
     return 0;
 }
 
-int aiou_prep_cancel_fd(struct aiou_ring *r, int fd, uint64_t ud)
-{
-    GET_SQE_OR_RETURN(r, sqe);
-    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-    sqe->user_data = ud;
-    return 0;
-}
-
-int aiou_prep_read_select(struct aiou_ring *r, int fd, unsigned short bgid,
-                          unsigned nbytes, uint64_t ud)
-{
-    GET_SQE_OR_RETURN(r, sqe);
-    io_uring_prep_rw(IORING_OP_READ, sqe, fd, NULL, nbytes, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = bgid;
-    sqe->user_data = ud;
-    return 0;
-}
-
 int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
                              uint64_t ud)
 {
@@ -238,11 +219,6 @@ int aiou_wait(struct aiou_ring *r, unsigned timeout_ms)
     if (ret > 0)
         r->submitted += ret;
     return ret == -ETIME ? 0 : ret;
-}
-
-unsigned aiou_sq_pending(struct aiou_ring *r)
-{
-    return io_uring_sq_ready(&r->ring);
 }
 
 unsigned aiou_sq_flags(struct aiou_ring *r)

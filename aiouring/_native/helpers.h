@@ -89,15 +89,11 @@ int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
                      unsigned nr, int64_t offset, uint64_t ud);
 int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud);
 int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud);
-int aiou_prep_cancel_fd(struct aiou_ring *r, int fd, uint64_t ud);
-int aiou_prep_read_select(struct aiou_ring *r, int fd, unsigned short bgid,
-                          unsigned nbytes, uint64_t ud);
 int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
                              uint64_t ud);
 
 int aiou_submit(struct aiou_ring *r);
 int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
-unsigned aiou_sq_pending(struct aiou_ring *r);
 unsigned aiou_sq_flags(struct aiou_ring *r);
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               unsigned char *arena, unsigned arena_size,
