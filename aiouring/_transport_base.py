@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 from .backends import AnyRing
+from .errors import ClosedError
 
 
 class RingTransportBase:
@@ -29,6 +30,7 @@ class RingTransportBase:
         self._closing = False
         self._finished = False
         self._started = False
+        self._paused = False  # reading paused by the protocol
         self._protocol_paused = False
         self._queue: deque[Any] = deque()
         self._buffer_size = 0
@@ -44,6 +46,32 @@ class RingTransportBase:
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         raise NotImplementedError
+
+    def _arm_reader(self) -> None:
+        raise NotImplementedError
+
+    def _start(self, waiter: asyncio.Future | None) -> None:
+        """``connection_made``, then reading unless the protocol paused it
+        there; ``waiter`` learns how it went.  Scheduled by ``__init__``."""
+        self._started = True
+        if self._closing:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ClosedError("the transport was closed before it started"))
+            self._maybe_finish()
+            return
+        try:
+            self._protocol.connection_made(self)
+            if not self._paused and not self._closing:
+                self._arm_reader()
+        except BaseException as exc:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            self._force_close(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- asyncio's transport surface -------------------------------------------------------
 

@@ -84,7 +84,6 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         self._read_mode = read_mode
         self._read_buffers = read_buffers
         self._max_packet = device.max_packet_size
-        self._paused = False
         self._backlog: list[bytes] = []
         self._writer = ring.open_writer(self._fd, self._on_write_error, self._on_write_space)
         loop.call_soon(self._start, waiter)
@@ -129,33 +128,6 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         )
 
     # -- reading ------------------------------------------------------------------
-
-    def _start(self, waiter: asyncio.Future | None) -> None:
-        self._started = True
-        if self._closing:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ClosedError("the transport was closed before it started"))
-            self._maybe_finish()
-            return
-        try:
-            self._protocol.connection_made(self)
-        except BaseException as exc:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-            self._force_close(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if not self._paused and not self._closing:
-            try:
-                self._arm_reader()
-            except Exception as exc:
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(exc)
-                self._force_close(exc)
-                return
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _arm_reader(self) -> None:
         if self._ring.backend == "epoll":

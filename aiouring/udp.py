@@ -78,7 +78,6 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
             # thread.  Direct sends below use MSG_DONTWAIT.
             sock.setblocking(True)
         self._sends_after_close = 0
-        self._paused = False
         self._batch_hook = getattr(protocol, "datagrams_received", None)
         self._max_datagram = max_datagram_size
         self._receive_buffers = receive_buffers
@@ -104,21 +103,7 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
 
     # -- receiving --------------------------------------------------------------------
 
-    def _start(self, waiter: asyncio.Future | None) -> None:
-        self._started = True
-        try:
-            self._protocol.connection_made(self)
-            if not self._paused and not self._closing:
-                self._arm()
-        except BaseException as exc:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-            self._force_close(exc)
-            return
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _arm(self) -> None:
+    def _arm_reader(self) -> None:
         on_batch = self._on_records if self._uring else self._on_datagrams
         # room for the recvmsg header and the source address beside the payload
         self._reader = self._ring.start_datagram_reader(
@@ -165,7 +150,7 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         if self._closing or not self._paused:
             return
         self._paused = False
-        self._arm()
+        self._arm_reader()
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing

@@ -290,7 +290,7 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
             struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
             uint64_t ud = cqe->user_data;
             unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
-            int64_t off = -1;
+            int64_t res = cqe->res, off = -1;
 
             if (n >= max || p >= pk_max) {
                 full = 1;
@@ -298,11 +298,8 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
             }
             if (g == AIOU_POOL_GROUP) {
                 pool_release(r, ud);
-                if (cqe->res >= 0) {
-                    head++;
-                    count++;
-                    continue;
-                }
+                if (res >= 0)
+                    goto next_cqe;  /* a successful pooled write: nobody to tell */
             } else if (cqe->flags & IORING_CQE_F_BUFFER) {
                 struct aiou_bufring *b =
                     (g && g <= AIOU_MAX_GROUPS) ? r->groups[g - 1] : NULL;
@@ -310,93 +307,58 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
 
                 if (b && bid < b->entries) {
                     unsigned char *src = b->bufs + (size_t)bid * b->bufsize;
-                    if (cqe->res > 0 && b->recvmsg) {
+
+                    if (res > 0 && b->recvmsg) {
+                        /* record: [name length][source address][payload] */
                         struct io_uring_recvmsg_out *o =
                             io_uring_recvmsg_validate(src, cqe->res, &b->msg);
-                        unsigned namelen = 0, plen = 0;
-                        if (o) {
-                            namelen = o->namelen < (unsigned)b->msg.msg_namelen ? o->namelen : (unsigned)b->msg.msg_namelen;
-                            plen = io_uring_recvmsg_payload_length(o, cqe->res, &b->msg);
-                        }
-                        if (used + 1 + namelen + plen > arena_size) {
-                            full = 1;
-                            break;
-                        }
                         if (o && !(o->flags & MSG_TRUNC)) {
+                            unsigned namelen = o->namelen < (unsigned)b->msg.msg_namelen
+                                                   ? o->namelen : (unsigned)b->msg.msg_namelen;
+                            unsigned plen = io_uring_recvmsg_payload_length(o, cqe->res, &b->msg);
+                            if (used + 1 + namelen + plen > arena_size) {
+                                full = 1;
+                                break;
+                            }
                             arena[used] = (unsigned char)namelen;
                             memcpy(arena + used + 1, io_uring_recvmsg_name(o), namelen);
-                            memcpy(arena + used + 1 + namelen, io_uring_recvmsg_payload(o, &b->msg), plen);
+                            memcpy(arena + used + 1 + namelen,
+                                   io_uring_recvmsg_payload(o, &b->msg), plen);
+                            res = 1 + namelen + plen;
                             off = used;
-                            used += 1 + namelen + plen;
-                            /* the length Python sees is the record's */
-                            io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
-                                                  io_uring_buf_ring_mask(b->entries),
-                                                  b->pending++);
-                            touched[g - 1] = 1;
-                            if (cqe->flags & IORING_CQE_F_MORE) {
-                                pk[3 * p] = (int64_t)ud;
-                                pk[3 * p + 1] = off;
-                                pk[3 * p + 2] = 1 + namelen + plen;
-                                p++;
-                                head++;
-                                count++;
-                                continue;
-                            }
-                            out[5 * n] = (int64_t)ud;
-                            out[5 * n + 1] = 1 + namelen + plen;
-                            out[5 * n + 2] = cqe->flags;
-                            out[5 * n + 3] = off;
-                            out[5 * n + 4] = p;
-                            n++;
-                            head++;
-                            count++;
-                            continue;
+                            used += (unsigned)res;
+                        } else {
+                            res = -EMSGSIZE;  /* truncated or malformed */
                         }
-                        /* truncated or malformed: recycle, report -EMSGSIZE */
-                        io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
-                                              io_uring_buf_ring_mask(b->entries),
-                                              b->pending++);
-                        touched[g - 1] = 1;
-                        out[5 * n] = (int64_t)ud;
-                        out[5 * n + 1] = -EMSGSIZE;
-                        out[5 * n + 2] = cqe->flags;
-                        out[5 * n + 3] = -1;
-                        out[5 * n + 4] = p;
-                        n++;
-                        head++;
-                        count++;
-                        continue;
-                    }
-                    if (cqe->res > 0) {
-                        if (used + (unsigned)cqe->res > arena_size) {
+                    } else if (res > 0) {
+                        if (used + (unsigned)res > arena_size) {
                             full = 1;
                             break;
                         }
-                        memcpy(arena + used, src, cqe->res);
+                        memcpy(arena + used, src, res);
                         off = used;
-                        used += cqe->res;
+                        used += (unsigned)res;
                     }
                     io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
                                           io_uring_buf_ring_mask(b->entries),
                                           b->pending++);
                     touched[g - 1] = 1;
                 }
-                if (off >= 0 && (cqe->flags & IORING_CQE_F_MORE)) {
-                    pk[3 * p] = (int64_t)ud;
-                    pk[3 * p + 1] = off;
-                    pk[3 * p + 2] = cqe->res;
-                    p++;
-                    head++;
-                    count++;
-                    continue;
-                }
             }
-            out[5 * n] = (int64_t)ud;
-            out[5 * n + 1] = cqe->res;
-            out[5 * n + 2] = cqe->flags;
-            out[5 * n + 3] = off;
-            out[5 * n + 4] = p;
-            n++;
+            if (off >= 0 && (cqe->flags & IORING_CQE_F_MORE)) {
+                pk[3 * p] = (int64_t)ud;
+                pk[3 * p + 1] = off;
+                pk[3 * p + 2] = res;
+                p++;
+            } else {
+                out[5 * n] = (int64_t)ud;
+                out[5 * n + 1] = res;
+                out[5 * n + 2] = cqe->flags;
+                out[5 * n + 3] = off;
+                out[5 * n + 4] = p;
+                n++;
+            }
+        next_cqe:
             head++;
             count++;
         }
