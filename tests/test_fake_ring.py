@@ -220,14 +220,14 @@ async def test_paused_transport_keeps_packets_delivered_during_the_cancel():
     ring.cancel_policy = "ignore"
     transport.pause_reading()
     ring.submit_now()
-    ring.complete(op, data=b"in flight 1", more=True)
-    ring.complete(op, data=b"in flight 2")
+    ring.complete(op, data=b"\x45in flight 1", more=True)
+    ring.complete(op, data=b"\x45in flight 2")
     await asyncio.sleep(0.01)
     assert protocol.packets == []
     ring.cancel_policy = "cancel"
     transport.resume_reading()
     await protocol.wait_packets(2)
-    assert protocol.packets == [b"in flight 1", b"in flight 2"]
+    assert protocol.packets == [b"\x45in flight 1", b"\x45in flight 2"]
     transport.close()
     await protocol.lost
     ring.close()

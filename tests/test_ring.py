@@ -237,9 +237,10 @@ async def test_read_on_a_tun_fd(netns):
         await device.configure(addresses=["10.1.0.1/24"])
         async with Ring() as ring:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            reader = asyncio.ensure_future(ring.read(device.fileno(), 2048))
             sock.sendto(b"through the ring", ("10.1.0.2", 4000))
-            packet = await asyncio.wait_for(reader, 5)
+            packet = await asyncio.wait_for(ring.read(device.fileno(), 2048), 5)
+            while packet[0] >> 4 != 4:  # the kernel's own IPv6 packets come first
+                packet = await asyncio.wait_for(ring.read(device.fileno(), 2048), 5)
             sock.close()
             assert udp_payload(packet) == b"through the ring"
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -20,6 +20,7 @@ from packets import udp, udp_payload
 from support.cancel import read_or_cancel
 from support.harness import SO_RCVBUFFORCE
 from support.netns import open_fds
+from support.traffic import is_own
 
 LOCAL, REMOTE = "10.13.0.1", "10.13.0.2"
 
@@ -47,6 +48,8 @@ async def soak(seconds: float, backend: str) -> dict:
             if packet is None:
                 cancelled += 1
                 continue
+            if not is_own(packet):
+                continue  # the kernel's own IPv6 packets
             (seq,) = struct.unpack("!Q", udp_payload(packet))
             assert seq == received, f"expected packet {received}, got {seq}"
             received += 1

@@ -11,6 +11,7 @@ from aiouring.testing import FakeRing, fake_tun
 from aiouring.transport import TunTransport
 from aiouring.device import TunDevice
 from packets import udp, udp_payload
+from support.traffic import is_own
 
 SO_RCVBUFFORCE = 33  # not exported by the socket module
 LOCAL = "10.3.0.1"
@@ -18,11 +19,16 @@ REMOTE = "10.3.0.2"
 
 
 class RecordingProtocol(aiouring.TunProtocol):
-    """Records callbacks and fails on an illegal order."""
+    """Records callbacks and fails on an illegal order.
+
+    ``packets`` holds the test's own (IPv4) traffic in order; ``other`` what the
+    kernel sent unasked (IPv6 router solicitations, MLD); ``batches`` the size
+    of every batch."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
         self.packets: list[bytes] = []
+        self.other: list[bytes] = []
         self.batches: list[int] = []
         self.errors: list[Exception] = []
         self.transport: Any = None
@@ -44,7 +50,8 @@ class RecordingProtocol(aiouring.TunProtocol):
     def packets_received(self, packets: list[bytes]) -> None:
         self._record("packets_received")
         self.batches.append(len(packets))
-        self.packets.extend(packets)
+        for packet in packets:
+            (self.packets if is_own(packet) else self.other).append(packet)
         self.arrived.set()
 
     def error_received(self, exc: Exception) -> None:

@@ -18,10 +18,11 @@ def sysctl(key: str, value: str) -> None:
 
 
 @contextlib.contextmanager
-def network_namespace(*, ipv6: bool = False, forwarding: bool = False) -> Iterator[str]:
+def network_namespace(*, ipv6: bool = True, forwarding: bool = False) -> Iterator[str]:
     """Create a namespace, move this thread into it (threads and processes it
-    starts follow), bring ``lo`` up; undo it all on exit.  IPv6 is off unless
-    asked for, so a new TUN does not emit router solicitations and MLD."""
+    starts follow), bring ``lo`` up; undo it all on exit.  IPv6 is on, as on
+    real hosts (a new TUN emits router solicitations and MLD reports the
+    moment it is up); ``ipv6=False`` only for a test that says why."""
     name = f"aiou-{os.getpid()}-{next(_counter)}"
     netns.create(name)
     netns.pushns(name)
@@ -50,9 +51,9 @@ def open_fds() -> set[int]:
 
 
 @contextlib.contextmanager
-def two_namespaces(*, addresses: tuple[str, str] = ("192.168.77.1", "192.168.77.2"), prefix: int = 24) -> Iterator[tuple[str, str]]:
+def two_namespaces(*, addresses: tuple[str, str] = ("192.168.77.1", "192.168.77.2"), prefix: int = 24, ipv6: bool = True) -> Iterator[tuple[str, str]]:
     """Two namespaces joined by a veth pair (``addresses`` on each end, IPv6
-    off, lo up); yields their names.  Nothing is left behind."""
+    on as on real hosts, lo up); yields their names.  Nothing is left behind."""
     names = [f"aiou-{os.getpid()}-{next(_counter)}{side}" for side in "ab"]
     for name in names:
         netns.create(name)
@@ -60,8 +61,9 @@ def two_namespaces(*, addresses: tuple[str, str] = ("192.168.77.1", "192.168.77.
         for i, name in enumerate(names):
             netns.pushns(name)
             try:
-                sysctl("net/ipv6/conf/all/disable_ipv6", "1")
-                sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                if not ipv6:
+                    sysctl("net/ipv6/conf/all/disable_ipv6", "1")
+                    sysctl("net/ipv6/conf/default/disable_ipv6", "1")
                 with IPRoute() as ipr:
                     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                     if i == 0:
