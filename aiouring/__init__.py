@@ -1,14 +1,14 @@
-"""aiouring: Linux io_uring for asyncio, for packet devices (TUN/TAP) first.
+"""aiouring: Linux io_uring for asyncio, for packet devices (TUN/TAP) and UDP.
 
 Public names live here and nowhere else.
 """
 from .backends import BACKENDS, get_ring, open_ring
 from .device import TunDevice
 from .errors import ClosedError, UnsupportedError
+from .packet_io import DatagramSink, PacketSink, PacketSource
 from .probe import ProbeResult, probe
 from .protocol import TunProtocol
-from .readiness import ReadinessRing
-from .ring import PacketReader, Ring
+from .ring import ReadinessRing, Ring, RingBase
 from .transport import TunTransport, create_tun_connection
 from .tun import Tun, open_tun
 from .udp import DatagramTransport, create_datagram_endpoint
@@ -16,11 +16,14 @@ from .udp import DatagramTransport, create_datagram_endpoint
 __all__ = [
     "BACKENDS",
     "ClosedError",
+    "DatagramSink",
     "DatagramTransport",
-    "PacketReader",
+    "PacketSink",
+    "PacketSource",
     "ProbeResult",
     "ReadinessRing",
     "Ring",
+    "RingBase",
     "Tun",
     "TunDevice",
     "TunProtocol",

@@ -1,92 +1,155 @@
-"""What the TUN and UDP transports share: flow control, stopping the reader, teardown.
+"""What the TUN and UDP transports share: one state machine, flow control,
+delivery, every protocol callback, teardown.
 
-State: ``_closing`` (close() or abort() was called), ``_finished`` (the
-teardown is scheduled), ``_protocol_paused`` (``pause_writing`` was called).
-``_queue`` holds what waits for room in the ring's write pool, counted in
-``_buffer_size`` by ``_queued_size``.  The teardown waits until the reader has
-stopped and the writer has nothing in the kernel, then calls
-``_call_connection_lost`` once, through ``call_soon``.
+The transport decides, the ring performs: it keeps one source armed on its
+fd and hands what it writes to one sink (``aiouring.packet_io``), and reacts
+to what they report.  It never makes a syscall and never asks which backend
+it runs on, which is what lets the fake ring run this same code.
+
+State (``State``), and its only transitions (``_set_state`` enforces them)::
+
+    STARTING --connection_made--> OPEN --close()--> CLOSING --flushed--> CLOSED
+        |                          |                  |                    ^
+        +----------close()/abort()/fatal error--------+--> ABORTING --kernel let go
+
+* STARTING: created; ``connection_made`` is scheduled.
+* OPEN: the protocol gets what is read (unless it paused reading) and may write.
+* CLOSING (``close()``): nothing more is delivered; what was written still
+  goes out; the source is being stopped.
+* ABORTING (``abort()`` or a fatal error): what waits to be written is
+  dropped; the transport only waits for the kernel to let go of its fd.
+* CLOSED: ``connection_lost`` is scheduled (once, through ``call_soon``); the
+  fd is closed after it.
+
+Beside the state: ``_read_paused`` (the protocol called ``pause_reading``)
+and ``_protocol_paused`` (``pause_writing`` was called); what is read while
+delivery is paused waits in ``_backlog``.  Every protocol callback goes
+through ``_call``: an exception is reported to the loop's exception handler
+and the transport goes on, as asyncio's datagram transport does.
 """
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import Any
+import enum
+import logging
+import warnings
+from typing import Any, Callable
 
 from .backends import AnyRing
 from .errors import ClosedError
 
+__all__ = ["RingTransportBase", "State"]
+
+logger = logging.getLogger("aiouring")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    OPEN = "open"
+    CLOSING = "closing"
+    ABORTING = "aborting"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STARTING: frozenset({State.OPEN, State.CLOSING, State.ABORTING}),
+    State.OPEN: frozenset({State.CLOSING, State.ABORTING}),
+    State.CLOSING: frozenset({State.ABORTING, State.CLOSED}),
+    State.ABORTING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
 
 class RingTransportBase:
-    _loop: asyncio.AbstractEventLoop
-    _ring: AnyRing
-    _protocol: Any
-    _writer: Any
+    """See the module docstring.  Subclasses provide ``_open_source``,
+    ``_release`` (close their fd) and the per-item delivery hook."""
 
-    def _init_base(self, loop: asyncio.AbstractEventLoop, ring: AnyRing, protocol: Any) -> None:
+    _item_hook_name: str  # the protocol's per-record callback
+    _batch_hook_name: str  # its optional whole-batch callback
+
+    def _init_base(self, loop: asyncio.AbstractEventLoop, ring: AnyRing, protocol: Any, sink: Any, waiter: asyncio.Future[None] | None) -> None:
         self._loop = loop
         self._ring = ring
-        self._protocol = protocol
-        self._closing = False
-        self._finished = False
-        self._started = False
-        self._paused = False  # reading paused by the protocol
+        self._sink = sink
+        self._state = State.STARTING
+        self._made = False  # connection_made was called
+        self._lost_exc: BaseException | None = None
+        self._source: Any = None
+        self._stopping: set[Any] = set()
+        self._read_paused = False
         self._protocol_paused = False
-        self._queue: deque[Any] = deque()
-        self._buffer_size = 0
+        self._backlog: list[Any] = []
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
-        self._reader: Any = None
-        self._stopping_readers = 0
-        self._draining = False
-        self._lost_exc: BaseException | None = None
+        self._set_protocol(protocol)
+        loop.call_soon(self._start, waiter)
 
-    def _queued_size(self, item: Any) -> int:
-        raise NotImplementedError
+    # -- the state machine ----------------------------------------------------------
 
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        raise NotImplementedError
+    def _set_state(self, new: State) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise AssertionError(f"{self!r}: no transition from {self._state.name} to {new.name}")
+        self._state = new
 
-    def _arm_reader(self) -> None:
-        raise NotImplementedError
-
-    def _start(self, waiter: asyncio.Future | None) -> None:
-        """``connection_made``, then reading unless the protocol paused it
-        there; ``waiter`` learns how it went.  Scheduled by ``__init__``."""
-        self._started = True
-        if self._closing:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ClosedError("the transport was closed before it started"))
-            self._maybe_finish()
-            return
-        try:
-            self._protocol.connection_made(self)
-            if not self._paused and not self._closing:
-                self._arm_reader()
-        except BaseException as exc:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-            self._force_close(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+    def _start(self, waiter: asyncio.Future[None] | None) -> None:
+        """``connection_made``, then reading unless the protocol paused it there."""
+        if self._state is State.STARTING:
+            self._set_state(State.OPEN)
+            self._made = True
+            self._call(self._protocol.connection_made, self)
+            if self._state is State.OPEN and not self._read_paused:
+                self._arm()
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if self._made:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(ClosedError("the transport was closed before it started"))
+        self._maybe_finish()
 
-    # -- asyncio's transport surface -------------------------------------------------------
+    def _arm(self) -> None:
+        try:
+            self._source = self._open_source()
+        except Exception as exc:
+            self._fatal_error(exc, "Fatal error: the transport could not start reading")
+
+    def _open_source(self) -> Any:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    # -- asyncio's transport surface -------------------------------------------------
 
     def get_protocol(self) -> Any:
         return self._protocol
 
     def set_protocol(self, protocol: Any) -> None:
+        self._set_protocol(protocol)
+
+    def _set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
+        # A protocol that overrides the batch callback takes whole batches;
+        # otherwise the transport calls the per-record one itself, so that
+        # pause_reading() from inside it takes effect at the next record.
+        batch = getattr(protocol, self._batch_hook_name, None)
+        default = getattr(self._default_protocol_class(), self._batch_hook_name, None)
+        if batch is not None and getattr(batch, "__func__", None) is not default:
+            self._batch_hook: Callable[[list[Any]], None] | None = batch
+        else:
+            self._batch_hook = None
+
+    def _default_protocol_class(self) -> type:
+        raise NotImplementedError
 
     def is_closing(self) -> bool:
-        return self._closing
+        return self._state is not State.OPEN and self._state is not State.STARTING
+
+    def is_reading(self) -> bool:
+        return self._state is State.OPEN and not self._read_paused
 
     def get_write_buffer_size(self) -> int:
-        """Bytes queued here, not yet taken by the ring."""
-        return self._buffer_size
+        """Bytes written and not yet completed by the kernel."""
+        return self._sink.buffered  # type: ignore[no-any-return]
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._low_water, self._high_water
@@ -102,78 +165,171 @@ class RingTransportBase:
         self._low_water = low
         self._maybe_pause_protocol()
 
+    def pause_reading(self) -> None:
+        """Deliver nothing more until ``resume_reading()``: the source is
+        stopped in the kernel, so packets wait in the device or socket; what
+        the kernel had already read is kept and delivered on resume."""
+        if self._state is not State.OPEN and self._state is not State.STARTING or self._read_paused:
+            return
+        self._read_paused = True
+        self._stop_source()
+
+    def resume_reading(self) -> None:
+        if self._state is not State.OPEN and self._state is not State.STARTING or not self._read_paused:
+            return
+        self._read_paused = False
+        if self._state is State.OPEN:
+            if self._backlog:
+                self._loop.call_soon(self._deliver_backlog)
+            self._arm()
+
+    def close(self) -> None:
+        """Stop reading, send what was written, then close and call
+        ``connection_lost(None)``.  Idempotent."""
+        if self._state is not State.OPEN and self._state is not State.STARTING:
+            return
+        self._set_state(State.CLOSING)
+        self._backlog.clear()
+        self._stop_source()
+        self._maybe_finish()
+
     def abort(self) -> None:
-        """Close at once, dropping what is queued."""
+        """Close at once, dropping what waits to be written."""
         self._force_close(None)
 
-    # -- flow control --------------------------------------------------------------------
+    # -- delivery ------------------------------------------------------------------------
+
+    def _on_records(self, records: list[Any]) -> None:
+        if self._state is not State.OPEN:
+            return  # the application asked to stop receiving
+        if self._read_paused or self._backlog:
+            self._backlog.extend(records)  # keep order: what was held goes first
+            return
+        self._deliver(records)
+
+    def _deliver(self, records: list[Any]) -> None:
+        if self._batch_hook is not None:
+            self._call(self._batch_hook, records)
+            return
+        hook = getattr(self._protocol, self._item_hook_name)
+        for i, record in enumerate(records):
+            if self._read_paused or self._state is not State.OPEN:
+                if self._state is State.OPEN:
+                    self._backlog[:0] = records[i:]
+                return
+            self._call_item(hook, record)
+
+    def _call_item(self, hook: Callable[..., None], record: Any) -> None:
+        raise NotImplementedError
+
+    def _deliver_backlog(self) -> None:
+        if self._backlog and not self._read_paused and self._state is State.OPEN:
+            backlog, self._backlog = self._backlog, []
+            self._deliver(backlog)
+
+    def _on_source_stopped(self, source: Any, exc: BaseException | None) -> None:
+        self._stopping.discard(source)
+        if source is self._source:
+            self._source = None
+        if exc is not None and self._state is State.OPEN:
+            if isinstance(exc, ClosedError):
+                self._force_close(exc)
+            else:
+                self._fatal_error(exc, "Fatal read error")
+            return
+        self._maybe_finish()
+
+    def _stop_source(self) -> None:
+        source, self._source = self._source, None
+        if source is not None and source.active:
+            self._stopping.add(source)
+            source.cancel()
+
+    # -- writing and flow control -----------------------------------------------------------
+
+    def _written(self) -> None:
+        """After a write: pause the protocol above the high-water mark."""
+        if not self._protocol_paused and self._sink.buffered > self._high_water:
+            self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._buffer_size <= self._high_water or self._protocol_paused:
+        if self._sink.buffered <= self._high_water or self._protocol_paused:
             return
         self._protocol_paused = True
-        self._call_protocol("pause_writing")
+        self._call(self._protocol.pause_writing)
 
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._buffer_size <= self._low_water:
+    def _on_sink_progress(self) -> None:
+        if self._protocol_paused and self._sink.buffered <= self._low_water:
             self._protocol_paused = False
-            self._call_protocol("resume_writing")
+            self._call(self._protocol.resume_writing)
+        if self._state is State.CLOSING or self._state is State.ABORTING:
+            self._maybe_finish()
 
-    def _call_protocol(self, name: str) -> None:
+    def _on_sink_error(self, exc: OSError) -> None:
+        if self._state is not State.CLOSED and self._protocol is not None:
+            self._call(self._protocol.error_received, exc)
+
+    # -- protocol callbacks -------------------------------------------------------------------
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
-            getattr(self._protocol, name)()
+            callback(*args)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            name = getattr(callback, "__name__", repr(callback))
             self._loop.call_exception_handler(
-                {"message": f"protocol.{name}() failed", "exception": exc, "transport": self, "protocol": self._protocol}
+                {"message": f"protocol.{name}() call failed", "exception": exc, "transport": self, "protocol": self._protocol}
             )
 
-    # -- reader and teardown ------------------------------------------------------------------
+    # -- teardown ---------------------------------------------------------------------------------
 
-    def _stop_reader(self) -> None:
-        """Cancel the reader; its ``on_stopped`` is still to come (counted)."""
-        reader = self._reader
-        if reader is not None:
-            self._stopping_readers += 1
-            self._reader = None
-            if reader.active:
-                reader.cancel()
-
-    def _reader_stopped(self) -> None:
-        if self._stopping_readers:
-            self._stopping_readers -= 1
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        """As asyncio's transports: an ``OSError`` is expected (logged at debug
+        level when the loop is in debug mode), anything else goes to the
+        loop's exception handler; then the transport is aborted with ``exc``."""
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
         else:
-            self._reader = None
+            self._loop.call_exception_handler(
+                {"message": message, "exception": exc, "transport": self, "protocol": self._protocol}
+            )
+        self._force_close(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
-        if self._finished:
+        if self._state is State.ABORTING or self._state is State.CLOSED:
             return
+        self._set_state(State.ABORTING)
         self._lost_exc = exc
-        self._closing = True
-        self._queue.clear()
-        self._buffer_size = 0
-        if self._started:
-            self._stop_reader()
-        self._maybe_finish(force=True)
+        self._backlog.clear()
+        self._sink.close()
+        self._stop_source()
+        self._maybe_finish()
 
-    def _maybe_finish(self, force: bool = False) -> None:
-        """Schedule the teardown once nothing of ours is left in the kernel."""
-        if self._finished or not self._closing:
+    def _maybe_finish(self) -> None:
+        """CLOSING or ABORTING -> CLOSED once nothing of ours is left in the kernel."""
+        state = self._state
+        if state is not State.CLOSING and state is not State.ABORTING:
             return
         if not self._ring.closed:
-            if self._queue and not force:
+            if self._source is not None or self._stopping:
                 return
-            if self._reader is not None or self._stopping_readers:
+            if self._sink.in_kernel or (state is State.CLOSING and self._sink.buffered):
                 return
-            if self._writer.in_flight:
-                if not self._draining:
-                    self._draining = True
-                    self._writer.when_drained(self._drained)
-                return
-        self._finished = True
+        self._set_state(State.CLOSED)
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
 
-    def _drained(self) -> None:
-        self._draining = False
-        self._maybe_finish()
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            if self._made:
+                self._call(self._protocol.connection_lost, exc)
+        finally:
+            self._sink.close()
+            self._release()
+            self._protocol = None
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", State.CLOSED) is not State.CLOSED:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._release()

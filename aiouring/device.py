@@ -31,6 +31,7 @@ IFF_NO_PI = 0x1000
 IFNAMSIZ = 16
 _IFREQ = "16sH22x"  # struct ifreq: name, flags, padding to 40 bytes
 
+MAX_MTU = 65535
 PI_HEADER = 4  # struct tun_pi: flags + protocol
 ETH_HEADER = 18  # Ethernet header with one VLAN tag
 
@@ -61,12 +62,13 @@ class TunDevice:
     header.
     """
 
-    def __init__(self, fd: int, name: str, mode: str = "tun", packet_info: bool = False, mtu: int = 1500) -> None:
+    def __init__(self, fd: int, name: str, mode: str = "tun", packet_info: bool = False, mtu: int = 1500, vnet_hdr: bool = False) -> None:
         self._fd = fd
         self.name = name
         self.mode = mode
         self.packet_info = packet_info
         self.mtu = mtu
+        self.vnet_hdr = vnet_hdr
 
     # -- opening --------------------------------------------------------------
 
@@ -190,8 +192,10 @@ class TunDevice:
 
     @property
     def read_size(self) -> int:
-        """Read buffer size: room for the largest packet at this MTU or 1500."""
-        return max(self.mtu, 1500) + self.header_size
+        """Read buffer size: room for the largest packet the device can hold
+        (MTU 65535), so a packet is never cut short, even after the MTU was
+        raised behind our back."""
+        return MAX_MTU + self.header_size
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -1,49 +1,62 @@
-"""UDP on the ring: ``create_datagram_endpoint`` and its ``DatagramTransport``.
+"""UDP (and other datagram sockets) on a ring: ``create_datagram_endpoint``
+and its ``DatagramTransport``.
 
-The same shape as ``loop.create_datagram_endpoint``, with the standard
-``asyncio.DatagramProtocol``.  On the uring backend one multishot recvmsg on a
-provided buffer ring receives every datagram (source addresses come back in
-the same buffer), and sends are copied into the ring's write pool and
-submitted with everything else once per loop iteration; on the epoll backend
-the socket is drained with recvfrom and written with sendto in batches.
+The same shape and behaviour as ``loop.create_datagram_endpoint`` with the
+standard ``asyncio.DatagramProtocol`` (the test suite runs CPython's own
+tests for it against this factory).  On io_uring one multishot recvmsg on a
+provided buffer ring receives every datagram and sends leave in write
+batches with everything else of the loop iteration; on epoll the socket is
+drained with recvmsg and written with sendmsg in batches, one native call
+each.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
-import warnings
-from typing import Any, Callable
+import stat
+from asyncio import trsock
+from typing import Any, Callable, TypeVar
 
-from .backends import AnyRing, get_ring
-from .errors import ClosedError, oserror
-from ._transport_base import RingTransportBase
-from .sockaddr import decode_records, to_sockaddr
+from .backends import AnyRing, Backend, choose_backend, get_ring
+from .sockaddr import to_sockaddr
+from ._transport_base import RingTransportBase, State
 
 __all__ = ["DatagramTransport", "create_datagram_endpoint"]
 
 logger = logging.getLogger("aiouring")
 
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5  # as asyncio's constants
-_MAX_DATAGRAM = 65535
+_MAX_UDP = 65535
+_MAX_UNIX = 256 * 1024  # what asyncio's datagram transport reads at most
 
 
 class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
     """A datagram transport on a ring (see ``create_datagram_endpoint``).
 
-    Follows ``asyncio``'s selector datagram transport: ``sendto(data, addr)``
-    never blocks (datagrams wait here when the ring's pool is full, counted by
+    Follows asyncio's selector datagram transport: ``sendto(data, addr)``
+    never blocks (datagrams the socket cannot take yet wait, counted by
     ``get_write_buffer_size`` with ``pause_writing``/``resume_writing`` at the
-    water marks); on a connected endpoint ``addr`` must be None or the peer;
-    errors of a send or an ICMP error on a receive go to
-    ``protocol.error_received``; ``close()`` flushes, ``abort()`` drops.
-    Differences from asyncio, on purpose: ``sendto`` without an address on an
-    unconnected endpoint raises ``ValueError`` (asyncio closes the transport
-    on the resulting ``TypeError``), and ``sendto`` after ``close()`` is
-    dropped and counted (logged after 5) whether connected or not.
-    A protocol with ``datagrams_received(list_of_(data, addr))`` gets whole
-    batches instead of one ``datagram_received`` call per datagram.
+    water marks); with a remote address ``addr`` must be None or that
+    address; a failed send or an ICMP error goes to
+    ``protocol.error_received``; an exception in a protocol callback is
+    reported to the loop's exception handler and the endpoint keeps serving;
+    ``close()`` flushes, ``abort()`` drops.  ``pause_reading()`` takes effect
+    at the next datagram, even inside a batch.
+    Differences from asyncio, on purpose: a bad address raises at the call
+    (``TypeError``/``OverflowError`` as ``socket.sendto`` would; asyncio
+    closes the transport on them), ``sendto`` without an address on an
+    unconnected endpoint raises ``ValueError``, and ``sendto`` after
+    ``close()`` is dropped and counted (logged after 5) whether connected or
+    not.  A protocol with ``datagrams_received(list_of_(data, addr))`` gets
+    whole batches instead of one ``datagram_received`` call per datagram.
     """
+
+    _item_hook_name = "datagram_received"
+    _batch_hook_name = "datagrams_received"
 
     def __init__(
         self,
@@ -52,16 +65,17 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         sock: socket.socket,
         protocol: Any,
         address: Any = None,
-        waiter: asyncio.Future | None = None,
-        max_datagram_size: int = 65535,
+        waiter: asyncio.Future[None] | None = None,
+        max_datagram_size: int = _MAX_UDP,
         receive_buffers: int = 64,
+        backend_reason: str = "",
     ) -> None:
-        asyncio.DatagramTransport.__init__(self, {"socket": sock})
+        asyncio.DatagramTransport.__init__(self, {"socket": trsock.TransportSocket(sock)})
         self._extra: dict[str, Any] = self._extra  # set by asyncio.BaseTransport
-        self._init_base(loop, ring, protocol)
         self._sock = sock
-        self._address = address
+        self._fileno = sock.fileno()
         self._family = sock.family
+        self._address = address
         try:
             self._extra["sockname"] = sock.getsockname()
         except OSError:
@@ -70,90 +84,57 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
             self._extra["peername"] = sock.getpeername()
         except OSError:
             self._extra["peername"] = None
-        self._uring = ring.backend != "epoll"
-        if self._uring and ring.backend == "uring":
-            # On an O_NONBLOCK socket io_uring answers a send that finds the
-            # socket buffer full with -EAGAIN (the datagram is lost); on a
-            # blocking one it waits in the kernel, which never blocks this
-            # thread.  Direct sends below use MSG_DONTWAIT.
-            sock.setblocking(True)
+        # datagrams without an address go to the connected peer (b""), or,
+        # for a broadcast endpoint that is not connected, to its remote address
+        self._default_sockaddr = b"" if self._extra["peername"] is not None or address is None else to_sockaddr(address, self._family)
         self._sends_after_close = 0
-        self._batch_hook = getattr(protocol, "datagrams_received", None)
         self._max_datagram = max_datagram_size
         self._receive_buffers = receive_buffers
-        self._writer: Any = ring.open_datagram_writer(sock, self._on_send_error, self._on_space)
-        loop.call_soon(self._start, waiter)
+        self._backend_reason = backend_reason
+        sink = ring.datagram_sink(sock, self._on_sink_error, self._on_sink_progress)
+        self._init_base(loop, ring, protocol, sink, waiter)
 
     # -- info --------------------------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's ``socket``, ``sockname``, ``peername``, and ``ring``,
+        ``backend``, ``backend_reason``."""
         if name == "ring":
             return self._ring
         if name == "backend":
             return self._ring.backend
+        if name == "backend_reason":
+            return self._backend_reason
         return super().get_extra_info(name, default)
 
     def __repr__(self) -> str:
-        state = "closed" if self._finished else "closing" if self._closing else "open"
-        return f"<DatagramTransport {state} sockname={self._extra.get('sockname')} backend={self._ring.backend} bufsize={self._buffer_size}>"
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._batch_hook = getattr(protocol, "datagrams_received", None)
+        return (
+            f"<DatagramTransport {self._state.value} sockname={self._extra.get('sockname')} "
+            f"backend={self._ring.backend} bufsize={self._sink.buffered}>"
+        )
 
     # -- receiving --------------------------------------------------------------------
 
-    def _arm_reader(self) -> None:
-        on_batch = self._on_records if self._uring else self._on_datagrams
-        # room for the recvmsg header and the source address beside the payload
-        self._reader = self._ring.start_datagram_reader(
-            self._sock, self._max_datagram + 256, on_batch, self._on_reader_stopped, self._on_receive_error, buffers=self._receive_buffers
+    def _default_protocol_class(self) -> type:
+        return asyncio.DatagramProtocol
+
+    def _open_source(self) -> Any:
+        source: Any = None
+
+        def stopped(exc: BaseException | None) -> None:
+            self._on_source_stopped(source, exc)
+
+        source = self._ring.datagram_source(
+            self._sock, self._max_datagram, self._on_records, stopped, self._on_receive_error, buffers=self._receive_buffers
         )
+        return source
 
-    def _on_records(self, records: list[bytes]) -> None:
-        self._on_datagrams(decode_records(records))
+    def _call_item(self, hook: Callable[..., None], record: tuple[bytes, Any]) -> None:
+        self._call(hook, record[0], record[1])
 
-    def _on_datagrams(self, datagrams: list[tuple[bytes, Any]]) -> None:
-        if self._closing:
-            return
-        try:
-            if self._batch_hook is not None:
-                self._batch_hook(datagrams)
-            else:
-                received = self._protocol.datagram_received
-                for data, addr in datagrams:
-                    received(data, addr)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.datagram_received() call failed.")
-
-    def _on_receive_error(self, exc: BaseException) -> None:
-        if not self._closing:
-            self._protocol.error_received(exc)
-
-    def _on_reader_stopped(self, exc: BaseException | None) -> None:
-        self._reader_stopped()
-        if exc is not None and not self._closing:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
-            return
-        self._maybe_finish()
-
-    def pause_reading(self) -> None:
-        """Stop receiving (the kernel keeps datagrams in the socket buffer)."""
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        self._stop_reader()
-
-    def resume_reading(self) -> None:
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._arm_reader()
-
-    def is_reading(self) -> bool:
-        return not self._paused and not self._closing
+    def _on_receive_error(self, exc: OSError) -> None:
+        if self._state is State.OPEN:
+            self._call(self._protocol.error_received, exc)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -166,92 +147,35 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         if self._address is not None:
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = None
+            sockaddr = self._default_sockaddr
         elif addr is None:
-            raise ValueError("this endpoint is not connected: sendto() needs an address")
-        if self._closing:
+            if self._extra["peername"] is None:
+                raise ValueError("this endpoint is not connected: sendto() needs an address")
+            sockaddr = b""
+        else:
+            try:
+                sockaddr = to_sockaddr(addr, self._family)
+            except socket.gaierror as exc:  # as socket.sendto's resolution would, through error_received
+                if self._state is State.OPEN:
+                    self._call(self._protocol.error_received, exc)
+                return
+        if self._state is not State.OPEN and self._state is not State.STARTING:
             if self._sends_after_close >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
             self._sends_after_close += 1
             return
-        data = bytes(data)
-        if not self._queue and self._send(data, addr):
-            return
-        self._queue.append((data, addr))
-        self._buffer_size += self._queued_size((data, addr))
-        self._maybe_pause_protocol()
-
-    def _send(self, data: bytes, addr: Any) -> bool:
-        raw = b"" if addr is None or not self._uring else to_sockaddr(addr, self._family)
-        try:
-            return self._writer.sendto(data, addr, raw)
-        except ClosedError:
-            raise
-        except OSError as exc:  # larger than a pool slot: one direct send, as asyncio would
-            self._ring.submit_now()  # after the datagrams already queued, not before them
-            try:
-                if addr is None:
-                    self._sock.send(data, socket.MSG_DONTWAIT)
-                else:
-                    self._sock.sendto(data, socket.MSG_DONTWAIT, addr)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError as exc2:
-                self._protocol.error_received(exc2)
-            del exc
-            return True
-
-    def _on_space(self) -> None:
-        queue = self._queue
-        while queue:
-            data, addr = queue[0]
-            if not self._send(data, addr):
-                break
-            queue.popleft()
-            self._buffer_size -= self._queued_size((data, addr))
-        self._maybe_resume_protocol()
-        if self._closing:
-            self._maybe_finish()
-
-    def _on_send_error(self, res: int) -> None:
-        if not self._finished:
-            self._protocol.error_received(oserror(res, "sendmsg"))
-
-    def _queued_size(self, item: tuple[bytes, Any]) -> int:
-        return len(item[0])  # as asyncio's datagram transport counts
+        self._sink.sendto(bytes(data), sockaddr)
+        if not self._protocol_paused and self._sink.buffered > self._high_water:
+            self._maybe_pause_protocol()
 
     # -- closing -----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop receiving, send what is queued, close the socket, then
-        ``connection_lost(None)``."""
-        if self._closing:
-            return
-        self._closing = True
-        self._stop_reader()
-        self._maybe_finish()
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler({"message": message, "exception": exc, "transport": self, "protocol": self._protocol})
-        self._force_close(exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._writer.close()
-            self._sock.close()
-            self._protocol = None
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self._finished and self._sock.fileno() >= 0:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
+    def _release(self) -> None:
+        self._sock.close()
 
 
 async def create_datagram_endpoint(
-    protocol_factory: Callable[[], Any],
+    protocol_factory: Callable[[], P],
     local_addr: Any = None,
     remote_addr: Any = None,
     *,
@@ -262,65 +186,54 @@ async def create_datagram_endpoint(
     allow_broadcast: bool | None = None,
     sock: socket.socket | None = None,
     ring: AnyRing | None = None,
-    backend: str = "auto",
-    max_datagram_size: int = 65535,
+    backend: Backend = "auto",
+    max_datagram_size: int | None = None,
     receive_buffers: int = 64,
-) -> tuple[DatagramTransport, Any]:
-    """A UDP endpoint on the ring, like ``loop.create_datagram_endpoint``.
+) -> tuple[DatagramTransport, P]:
+    """A datagram endpoint on a ring, like ``loop.create_datagram_endpoint``
+    (same arguments, same address rules, same errors).
 
     ``local_addr``/``remote_addr`` are (host, port) tuples resolved with
-    ``loop.getaddrinfo``; with ``remote_addr`` the socket is connected and
-    ``sendto`` takes no address.  ``sock`` adopts a socket instead.  Returns
-    ``(transport, protocol)`` once ``connection_made`` has been called.
-    ``max_datagram_size`` sizes each receive buffer (a larger datagram is
-    reported to ``error_received`` as ``EMSGSIZE``) and ``receive_buffers``
-    how many the kernel can fill between two reaps; a VPN that knows its MTU
-    sets the first small and the second large.
+    ``loop.getaddrinfo`` (paths for ``family=AF_UNIX``); with ``remote_addr``
+    the socket is connected (unless ``allow_broadcast``) and ``sendto`` takes
+    no address.  ``sock`` adopts a socket instead (it is made non-blocking,
+    as asyncio does).  Returns ``(transport, protocol)`` once
+    ``connection_made`` has been called.  ``ring`` defaults to the loop's
+    ring for ``backend``.  ``max_datagram_size`` sizes each receive buffer
+    (default: 65,535, or 256 KiB on AF_UNIX; a longer datagram is reported to
+    ``error_received`` as ``EMSGSIZE``) and ``receive_buffers`` how many the
+    kernel can fill between two reaps; a VPN that knows its MTU sets the
+    first small and the second large.
     """
-    if not 1 <= max_datagram_size <= _MAX_DATAGRAM:
-        raise ValueError(f"max_datagram_size must be from 1 to {_MAX_DATAGRAM}, not {max_datagram_size!r}")
+    check_size = max_datagram_size
+    if check_size is not None and (not isinstance(check_size, int) or not 1 <= check_size <= _MAX_UNIX):
+        raise ValueError(f"max_datagram_size must be from 1 to {_MAX_UNIX}, not {check_size!r}")
     loop = asyncio.get_running_loop()
+    reason = "the ring given"
     if ring is None:
-        ring = get_ring(backend)
-    address = None
+        chosen, reason = choose_backend(backend, "udp")
+        ring = get_ring(chosen)  # type: ignore[arg-type]
+    ring.read_mode()  # refuses a closed ring, or one of another loop, before a socket is made
+    r_addr = None
     if sock is not None:
-        if local_addr or remote_addr or family or proto or flags or reuse_port or allow_broadcast:
-            raise ValueError("socket modifier keyword arguments can not be used when sock is specified")
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+        if local_addr or remote_addr or family or proto or flags or reuse_port or allow_broadcast:
+            opts = dict(local_addr=local_addr, remote_addr=remote_addr, family=family, proto=proto, flags=flags, reuse_port=reuse_port, allow_broadcast=allow_broadcast)
+            problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
+            raise ValueError(f"socket modifier keyword arguments can not be used when sock is specified. ({problems})")
         sock.setblocking(False)
-        try:
-            address = sock.getpeername()
-        except OSError:
-            address = None
     else:
-        if not (local_addr or remote_addr):
-            if family == 0:
-                raise ValueError("unexpected address family")
-        local = await _resolve(loop, local_addr, family, proto, flags) if local_addr else None
-        remote = await _resolve(loop, remote_addr, family, proto, flags) if remote_addr else None
-        if local and remote and local[0] != remote[0]:
-            raise ValueError("local_addr and remote_addr have different address families")
-        chosen = local or remote
-        fam = chosen[0] if chosen is not None else family
-        sock = socket.socket(fam, socket.SOCK_DGRAM, proto)
-        try:
-            sock.setblocking(False)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if allow_broadcast:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            if local:
-                sock.bind(local[1])
-            if remote:
-                sock.connect(remote[1])
-                address = remote[1]
-        except BaseException:
-            sock.close()
-            raise
+        sock, r_addr = await _make_socket(loop, local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast)
+    if max_datagram_size is None:
+        max_datagram_size = _MAX_UNIX if sock.family == socket.AF_UNIX else _MAX_UDP
     protocol = protocol_factory()
     waiter = loop.create_future()
-    transport = DatagramTransport(loop, ring, sock, protocol, address, waiter, max_datagram_size, receive_buffers)
+    try:
+        transport = DatagramTransport(loop, ring, sock, protocol, r_addr, waiter, max_datagram_size, receive_buffers, reason)
+    except BaseException:
+        sock.close()
+        raise
     try:
         await waiter
     except BaseException:
@@ -329,10 +242,89 @@ async def create_datagram_endpoint(
     return transport, protocol
 
 
-async def _resolve(loop: asyncio.AbstractEventLoop, addr: Any, family: int, proto: int, flags: int) -> tuple[int, Any]:
-    if not isinstance(addr, tuple) or len(addr) < 2:
-        raise TypeError(f"addresses are (host, port) tuples, not {addr!r}")
-    infos = await loop.getaddrinfo(addr[0], addr[1], family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags)
-    if not infos:
-        raise OSError(f"getaddrinfo({addr!r}) returned empty list")
-    return infos[0][0], infos[0][4]
+async def _make_socket(
+    loop: asyncio.AbstractEventLoop, local_addr: Any, remote_addr: Any, family: int, proto: int, flags: int,
+    reuse_port: bool | None, allow_broadcast: bool | None,
+) -> tuple[socket.socket, Any]:
+    """The socket ``loop.create_datagram_endpoint`` would make, by its rules."""
+    if not (local_addr or remote_addr):
+        if family == 0:
+            raise ValueError("unexpected address family")
+        pairs: list[tuple[tuple[int, int], tuple[Any, Any]]] = [((family, proto), (None, None))]
+    elif family == socket.AF_UNIX:
+        for addr in (local_addr, remote_addr):
+            if addr is not None and not isinstance(addr, str):
+                raise TypeError("string is expected")
+        if local_addr and local_addr[0] not in (0, "\x00"):
+            try:
+                if stat.S_ISSOCK(os.stat(local_addr).st_mode):
+                    os.remove(local_addr)  # a stale socket file, as asyncio removes it
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to check or remove stale UNIX socket %r: %r", local_addr, err)
+        pairs = [((family, proto), (local_addr, remote_addr))]
+    else:
+        infos: dict[tuple[int, int], list[Any]] = {}
+        for idx, addr in ((0, local_addr), (1, remote_addr)):
+            if addr is None:
+                continue
+            if not (isinstance(addr, tuple) and len(addr) == 2):
+                raise TypeError("2-tuple is expected")
+            found = await _resolve(loop, addr, family, proto, flags)
+            if not found:
+                raise OSError("getaddrinfo() returned empty list")
+            for fam, _, pro, _, address in found:
+                infos.setdefault((fam, pro), [None, None])[idx] = address
+        pairs = [
+            (key, (pair[0], pair[1])) for key, pair in infos.items()
+            if not ((local_addr and pair[0] is None) or (remote_addr and pair[1] is None))
+        ]
+        if not pairs:
+            raise ValueError("can not get address information")
+    errors: list[OSError] = []
+    for (fam, pro), (local, remote) in pairs:
+        sock = None
+        try:
+            sock = socket.socket(family=fam, type=socket.SOCK_DGRAM, proto=pro)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if allow_broadcast:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setblocking(False)
+            if local_addr:
+                sock.bind(local)
+            if remote_addr and not allow_broadcast:
+                sock.connect(remote)  # a datagram connect never blocks
+            return sock, (remote if remote_addr else None)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            errors.append(exc)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+    raise errors[0]
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, addr: tuple[Any, Any], family: int, proto: int, flags: int) -> list[Any]:
+    """getaddrinfo results for a (host, port) pair, skipping the call for a
+    numeric host as asyncio does."""
+    host, port = addr
+    if proto in (0, socket.IPPROTO_UDP) and host is not None:
+        if isinstance(host, bytes):
+            host = host.decode("idna")
+        try:
+            port_num = 0 if port in (None, b"", "") else int(port)
+        except (TypeError, ValueError):
+            port_num = None  # a service name: getaddrinfo's job
+        if port_num is not None and isinstance(host, str) and "%" not in host:
+            for af in ([socket.AF_INET, socket.AF_INET6] if family == socket.AF_UNSPEC else [family]):
+                try:
+                    socket.inet_pton(af, host)
+                except OSError:
+                    continue
+                address = (host, port_num, 0, 0) if af == socket.AF_INET6 else (host, port_num)
+                return [(af, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", address)]
+    return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags)

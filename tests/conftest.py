@@ -1,42 +1,91 @@
-"""Shared fixtures: every async test runs on the stdlib loop and on uvloop."""
+"""Shared fixtures: every async test runs on the stdlib loop and on uvloop, and
+fails if it leaves ops in flight, leaks fds, or sends something to the loop's
+exception handler it did not ask for."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
+from typing import Any
 
 import pytest
+import uvloop  # a test dependency: the suite runs every loop-facing test on it
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from support.netns import network_namespace  # noqa: E402
+from support.netns import network_namespace, open_fds  # noqa: E402
 
-try:
-    import uvloop
-except ImportError:  # uvloop does not exist for every platform
-    uvloop = None
+# What reached a loop's exception handler while no test had installed its own.
+REPORTED: list[dict[str, Any]] = []
+
+
+def _recording(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    loop.set_exception_handler(lambda loop, context: REPORTED.append(context))
+    return loop
 
 
 def pytest_asyncio_loop_factories(config, item):
-    factories = {"asyncio": asyncio.new_event_loop}
-    if uvloop is not None:
-        factories["uvloop"] = uvloop.new_event_loop
-    return factories
+    return {
+        "asyncio": lambda: _recording(asyncio.new_event_loop()),
+        "uvloop": lambda: _recording(uvloop.new_event_loop()),
+    }
+
+
+def pytest_sessionstart(session):
+    # uvloop keeps one pipe per process from its first loop on: open it now,
+    # so the per-test fd check sees only what a test leaves behind.
+    loop = uvloop.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
 
 
 def pytest_report_header(config):
     import aiouring
 
-    lines = [str(aiouring.probe())]
-    if uvloop is None:
-        lines.append("uvloop is not installable here: loop-facing tests run on the stdlib loop only")
-    return lines
+    return [str(aiouring.probe())]
+
+
+@pytest.fixture(autouse=True)
+def leaves_nothing_behind(request):
+    """Fail the test if, once it and its loop are done, a ring still holds an
+    op, an fd it opened is still open, or the loop's exception handler heard
+    of something the test did not expect (a test that expects reports
+    installs its own handler)."""
+    from aiouring.ring import live_rings
+
+    gc.collect()
+    fds_before = open_fds()
+    rings_before = set(map(id, live_rings()))
+    REPORTED.clear()
+    yield
+    gc.collect()
+    reported = list(REPORTED)
+    REPORTED.clear()
+    busy = [r for r in live_rings() if id(r) not in rings_before and r.in_flight]
+    leaked = open_fds() - fds_before
+    problems = []
+    if reported:
+        problems.append("the loop's exception handler was called: " + "; ".join(str(c.get("message")) + ": " + repr(c.get("exception")) for c in reported))
+    if busy:
+        problems.append(f"rings left with ops in flight: {busy}")
+    if leaked:
+        problems.append(f"fds left open: {sorted(leaked)} -> {[_describe(fd) for fd in sorted(leaked)]}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _describe(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
 
 
 @pytest.fixture
 def netns():
-    """A fresh network namespace for the test (IPv6 off)."""
+    """A fresh network namespace for the test (IPv6 on)."""
     with network_namespace() as name:
         yield name
 

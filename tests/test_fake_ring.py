@@ -10,7 +10,8 @@ import weakref
 import pytest
 
 from aiouring import ClosedError
-from aiouring.testing import FakeRing, fake_tun
+import aiouring
+from aiouring.testing import FakeRing, fake_device, fake_tun
 from support.harness import RecordingProtocol
 
 
@@ -108,7 +109,7 @@ async def test_multishot_reader_rearms_after_enobufs_without_losing_packets():
         device = ring.add_device(fd)
         got: list[bytes] = []
         stopped = []
-        reader = ring.start_packet_reader(fd, 2048, got.extend, stopped.append)
+        reader = ring.packet_source(fd, 2048, got.extend, stopped.append)
         assert reader.mode == "multishot"
         await asyncio.sleep(0)
         device.inject(*[b"p%02d" % i for i in range(20)])  # more than the 4 buffers
@@ -132,7 +133,7 @@ async def test_single_mode_reader_reads_one_at_a_time():
         device = ring.add_device(fd)
         got: list[bytes] = []
         stopped = []
-        reader = ring.start_packet_reader(fd, 2048, got.extend, stopped.append)
+        reader = ring.packet_source(fd, 2048, got.extend, stopped.append)
         assert reader.mode == "single"
         await asyncio.sleep(0)
         assert len(ring.pending("read", fd)) == 1
@@ -154,7 +155,7 @@ async def test_read_errors_stop_the_reader_and_eagain_rearms():
         fd = os.open(os.devnull, os.O_RDONLY)
         ring.add_device(fd)
         stopped: list = []
-        ring.start_packet_reader(fd, 2048, lambda p: None, stopped.append)
+        ring.packet_source(fd, 2048, lambda p: None, stopped.append)
         await asyncio.sleep(0)
         ring.fail(ring.pending("read_multishot")[0], errno.EAGAIN)
         await asyncio.sleep(0.01)
@@ -191,7 +192,7 @@ async def test_ops_after_close_raise_closed_error(fake_ring):
     with pytest.raises(ClosedError):
         await fake_ring.nop()
     with pytest.raises(ClosedError):
-        fake_ring.submit_write(5, b"x", lambda *a: None)
+        fake_ring.packet_sink(5, lambda exc: None, lambda: None)
     fake_ring.close()
 
 
@@ -205,17 +206,9 @@ async def test_one_flush_per_iteration_submits_every_queued_op(fake_ring):
 async def test_paused_transport_keeps_packets_delivered_during_the_cancel():
     """Packets the kernel completed between pause_reading and the cancel's
     effect are handed over on resume, in order."""
-    loop = asyncio.get_running_loop()
     ring = FakeRing()
-    from aiouring.device import TunDevice
-    from aiouring.transport import TunTransport
-
-    fd = os.open(os.devnull, os.O_RDWR)
-    ring.add_device(fd)
-    protocol = RecordingProtocol()
-    waiter = loop.create_future()
-    transport = TunTransport(loop, ring, TunDevice(fd, "fake0"), protocol, waiter=waiter)
-    await waiter
+    device, _ = fake_device(ring)
+    transport, protocol = await aiouring.create_tun_connection(RecordingProtocol, device=device, ring=ring)
     (op,) = ring.pending("read_multishot")
     ring.cancel_policy = "ignore"
     transport.pause_reading()

@@ -31,6 +31,7 @@ SNIPPET = textwrap.dedent(
         tun = await aiouring.open_tun(addresses=["10.2.0.1/24"])
         out["backend"] = tun.get_extra_info("backend")
         out["read_mode"] = tun.get_extra_info("read_mode")
+        out["backend_reason"] = tun.get_extra_info("backend_reason")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.sendto(b"fallback works", ("10.2.0.2", 9))
         packet = await asyncio.wait_for(tun.read(), 5)
@@ -67,7 +68,8 @@ def test_seccomp_refusal_falls_back_to_epoll_and_says_why(loop, netns):
     assert out["ring_error"][0] == "UnsupportedError" and out["ring_error"][1] == 1
     assert out["backend"] == "epoll" and out["read_mode"] == "readiness"
     assert out["payload"] == "fallback works"
-    assert any("io_uring unavailable, using the epoll backend" in line for line in out["log"])
+    assert out["backend_reason"].startswith("io_uring unavailable") and "seccomp" in out["backend_reason"]
+    assert any("TUN endpoints use the epoll backend (io_uring unavailable" in line for line in out["log"])
     assert "io_uring unavailable" in out["probe"]
 
 

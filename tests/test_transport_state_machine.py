@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from aiouring.device import TunDevice
-from aiouring.testing import FakeRing
-from aiouring.transport import TunTransport
-from support.harness import RecordingProtocol
+import uvloop
 
-try:
-    import uvloop
-except ImportError:  # uvloop does not exist for every platform
-    uvloop = None
+import aiouring
+from aiouring.testing import FakeRing, fake_device
+from support.harness import RecordingProtocol
 
 
 class TransportMachine(RuleBasedStateMachine):
@@ -42,10 +37,11 @@ class TransportMachine(RuleBasedStateMachine):
         self.reported: list[dict] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.reported.append(ctx))
         self.ring = self.loop.run_until_complete(self._make_ring())
-        self.fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self.device = self.ring.add_device(self.fd)
-        self.protocol = self.loop.run_until_complete(self._make_protocol())
-        self.transport = TunTransport(self.loop, self.ring, TunDevice(self.fd, "fsm0"), self.protocol)
+        device, self.device = fake_device(self.ring, "fsm0")
+        self.fd = device.fileno()
+        self.transport, self.protocol = self.loop.run_until_complete(
+            aiouring.create_tun_connection(RecordingProtocol, device=device, ring=self.ring)
+        )
         self.injected: list[bytes] = []
         self.written: list[bytes] = []  # every packet the application handed to write()
         self.failed_writes = 0
@@ -57,10 +53,7 @@ class TransportMachine(RuleBasedStateMachine):
         self.settle()
 
     async def _make_ring(self) -> FakeRing:
-        return FakeRing(write_slots=3, buffers_per_group=4)
-
-    async def _make_protocol(self) -> RecordingProtocol:
-        return RecordingProtocol()
+        return FakeRing(buffers_per_group=4)
 
     def settle(self, rounds: int = 6) -> None:
         for _ in range(rounds):
@@ -182,7 +175,7 @@ class TransportMachine(RuleBasedStateMachine):
 
     def finish_doomed_reads(self) -> None:
         """Reads whose cancel was answered -EALREADY ("completes shortly"): complete them."""
-        self.settle_until(lambda: self.protocol.lost.done() or self.transport._reader is None)
+        self.settle_until(lambda: self.protocol.lost.done() or not self.transport._stopping)
         for op in self.ring.pending("read_multishot"):
             self.ring.fail(op, errno.ECANCELED)
         self.settle_until(lambda: self.protocol.lost.done())
@@ -210,12 +203,15 @@ class TransportMachine(RuleBasedStateMachine):
             unexpected = [c for c in self.reported if not isinstance(c.get("exception"), OSError)]
             assert not unexpected, unexpected
         finally:
+            if not self.protocol.lost.done():
+                self.transport.abort()  # a failed check must not leak the device as well
+                self.settle_until(lambda: self.protocol.lost.done())
             self.ring.close()
             self.loop.close()
 
 
 class UvloopTransportMachine(TransportMachine):
-    loop_factory = staticmethod(uvloop.new_event_loop if uvloop else asyncio.new_event_loop)
+    loop_factory = staticmethod(uvloop.new_event_loop)
 
 
 _settings = settings(max_examples=200, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

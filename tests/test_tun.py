@@ -19,6 +19,7 @@ from support.harness import LOCAL, SO_RCVBUFFORCE
 from support.cancel import read_or_cancel
 from support.netns import interface_names
 from support.traffic import is_own, read_own
+from support.wait import wait_for_condition
 
 
 async def test_read_returns_packets_in_order(harness):
@@ -90,10 +91,14 @@ async def test_woken_reader_cancelled_before_resuming_leaves_packet_for_next():
     pair = await fake_tun()
     first = asyncio.ensure_future(pair.tun.read())
     second = asyncio.ensure_future(pair.tun.read())
-    await asyncio.sleep(0)
+    proto = pair.tun._protocol
+    await wait_for_condition(lambda: len(proto.waiters) == 2)
+    woken = proto.waiters[0]  # the first reader's wake-up
     pair.peer.send(b"\x45only one")
-    pair.ring._on_wakeup()  # reap now, as the loop would: wakes `first`
-    assert pair.tun._protocol.waiters[0] is not None and len(pair.tun._protocol.queue) == 1
+    while not woken.done():
+        await asyncio.sleep(0)
+    assert not first.done(), "the test missed the window: the first reader already ran"
+    assert list(proto.queue) == [b"\x45only one"]
     first.cancel()  # before `first` gets to run
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -290,7 +295,7 @@ async def _until(predicate) -> None:
         await asyncio.sleep(0.0005)
 
 
-@pytest.mark.parametrize("options", [{"register_pool": True}, {"setup": "defer"}, {"setup": "plain"}])
+@pytest.mark.parametrize("options", [{"setup": "defer"}, {"setup": "plain"}, {"setup": "coop"}])
 async def test_ring_options_move_packets_both_ways(options, netns):
     from support.harness import KernelHarness
 

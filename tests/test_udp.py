@@ -8,6 +8,7 @@ import socket
 import pytest
 
 import aiouring
+from support.wait import wait_for_condition
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -84,7 +85,11 @@ async def test_connected_endpoint_checks_addresses_like_asyncio(endpoint):
     peer = server_t.get_extra_info("sockname")
     client_t, client = await endpoint(remote_addr=peer)
     assert client_t.get_extra_info("peername") == peer
-    assert isinstance(client_t.get_extra_info("socket"), (socket.socket, object))
+    wrapped = client_t.get_extra_info("socket")
+    assert not isinstance(wrapped, socket.socket)  # a wrapper that cannot be closed under the transport
+    if endpoint.kind != "asyncio-stdlib":  # uvloop hands out its own PseudoSocket
+        assert isinstance(wrapped, asyncio.trsock.TransportSocket)
+    assert wrapped.fileno() >= 0 and wrapped.getpeername() == peer
     client_t.sendto(b"no address")
     client_t.sendto(b"the peer", peer)
     with pytest.raises(ValueError, match="Invalid address"):
@@ -105,9 +110,9 @@ async def test_bad_data_raises_type_error_and_empty_sends_nothing(endpoint):
     client_t.sendto(b"")
     client_t.sendto(bytearray(b"bytearray"))
     client_t.sendto(memoryview(b"memoryview"))
-    await server.wait(2)
-    await asyncio.sleep(0.02)
-    assert [d for d, _ in server.datagrams] == [b"bytearray", b"memoryview"]
+    client_t.sendto(b"last")  # datagrams on loopback keep their order: an empty one would show up before
+    await server.wait(3)
+    assert [d for d, _ in server.datagrams] == [b"bytearray", b"memoryview", b"last"]
     server_t.close()
     client_t.close()
     await client.lost
@@ -120,8 +125,8 @@ async def test_icmp_port_unreachable_goes_to_error_received(endpoint):
     transport, protocol = await endpoint(remote_addr=("127.0.0.1", closed_port))
     for _ in range(3):
         transport.sendto(b"anyone?")
-        await asyncio.sleep(0.02)
-    assert protocol.errors and all(isinstance(e, ConnectionRefusedError) for e in protocol.errors)
+        await protocol.wait(len(protocol.errors) + 1)  # the ICMP error of this send
+    assert len(protocol.errors) == 3 and all(isinstance(e, ConnectionRefusedError) for e in protocol.errors)
     assert not transport.is_closing()
     transport.close()
     assert await protocol.lost is None
@@ -134,9 +139,12 @@ async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint):
     await client.lost
     for _ in range(7):
         client_t.sendto(b"too late")  # no exception: dropped (and logged after a few)
-    await asyncio.sleep(0.02)
-    assert server.datagrams == []
+    other_t, _ = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
+    other_t.sendto(b"sentinel")
+    await server.wait(1)
+    assert [d for d, _ in server.datagrams] == [b"sentinel"]
     assert client.events == ["connection_made", "connection_lost"]
+    other_t.close()
     server_t.close()
     await server.lost
 
@@ -176,12 +184,14 @@ async def test_abort_calls_connection_lost_once(endpoint):
     transport.abort()
     transport.close()
     assert await protocol.lost is None
-    await asyncio.sleep(0.01)
+    transport.abort()
+    for _ in range(3):
+        await asyncio.sleep(0)  # a second connection_lost would be scheduled by now
     assert protocol.events == ["connection_made", "connection_lost"]
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_full_write_pool_pauses_and_resumes_the_protocol(backend):
+async def test_every_accepted_byte_counts_for_flow_control(backend):
     class Paused(Recorder):
         def pause_writing(self):
             self.events.append("pause_writing")
@@ -189,22 +199,41 @@ async def test_full_write_pool_pauses_and_resumes_the_protocol(backend):
         def resume_writing(self):
             self.events.append("resume_writing")
 
-    ring = aiouring.open_ring(backend, write_slots=2)
-    server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), ring=ring)
-    client_t, client = await aiouring.create_datagram_endpoint(Paused, remote_addr=server_t.get_extra_info("sockname"), ring=ring)
+    server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
+    client_t, client = await aiouring.create_datagram_endpoint(Paused, remote_addr=server_t.get_extra_info("sockname"), backend=backend)
     client_t.set_write_buffer_limits(high=100, low=10)
     for i in range(20):
         client_t.sendto(b"x" * 50)
-    assert "pause_writing" in client.events
-    assert client_t.get_write_buffer_size() > 100
+        assert client_t.get_write_buffer_size() == 50 * (i + 1)  # until the kernel has them
+        assert client.events.count("pause_writing") == (i >= 2)  # above 100 bytes: paused, once
     await server.wait(20)
-    await asyncio.sleep(0.01)
+    await wait_for_condition(lambda: "resume_writing" in client.events)
     assert client.events.index("resume_writing") > client.events.index("pause_writing")
     assert client_t.get_write_buffer_size() == 0
     server_t.close()
     client_t.close()
     await client.lost
-    ring.close()
+
+
+async def test_a_slow_endpoint_never_holds_up_another():
+    """Sends wait per endpoint: one whose socket is full does not stop the others."""
+    server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend="uring")
+    sink_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink_sock.bind(("127.0.0.1", 0))
+    sink_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    slow_t, slow = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend="uring")
+    slow_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # the kernel's minimum
+    for _ in range(2000):
+        slow_t.sendto(b"s" * 1400, sink_sock.getsockname())
+    fast_t, fast = await aiouring.create_datagram_endpoint(Recorder, remote_addr=server_t.get_extra_info("sockname"), backend="uring")
+    for i in range(50):
+        fast_t.sendto(b"fast %d" % i)
+    await server.wait(50)
+    assert [d for d, _ in server.datagrams] == [b"fast %d" % i for i in range(50)]
+    for t in (server_t, slow_t, fast_t):
+        t.abort()
+    sink_sock.close()
+    await slow.lost
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
@@ -247,7 +276,7 @@ async def test_fake_ring_endpoint_delivers_sends_and_reports_errors():
     await protocol.wait(2)
     assert protocol.datagrams == [(b"hello", ("10.0.0.9", 4000)), (b"again", ("10.0.0.9", 4000))]
     transport.sendto(b"reply", ("10.0.0.9", 4000))
-    await asyncio.sleep(0.01)
+    await wait_for_condition(lambda: device.sent)
     assert device.sent == [(b"reply", ("10.0.0.9", 4000))]
     device.fail_writes(errno_.ECONNREFUSED)
     transport.sendto(b"refused", ("10.0.0.9", 4000))

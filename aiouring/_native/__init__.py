@@ -9,7 +9,6 @@ bytes.  ``aiouring.testing.FakeKernel`` implements the same methods.
 from __future__ import annotations
 
 import errno
-import functools
 from typing import Any, Callable, Sequence
 
 from ..errors import UnsupportedError, check
@@ -28,10 +27,15 @@ F_BUFFER = lib.IORING_CQE_F_BUFFER
 F_MORE = lib.IORING_CQE_F_MORE
 OP_READ_MULTISHOT = lib.AIOU_OP_READ_MULTISHOT
 GROUP_SHIFT = lib.AIOU_UD_ID_BITS
-MAX_GROUPS = lib.AIOU_MAX_GROUPS
 ID_MASK = (1 << GROUP_SHIFT) - 1
-POOL_GROUP = lib.AIOU_POOL_GROUP
-MAX_WRITERS = lib.AIOU_MAX_WRITERS
+MAX_GROUPS = lib.AIOU_MAX_GROUPS
+TAG_BATCH = lib.AIOU_TAG_BATCH
+TAG_EVENT = lib.AIOU_TAG_EVENT
+MAX_BATCH = lib.AIOU_MAX_BATCH
+KIND_PACKET = lib.AIOU_KIND_PACKET
+KIND_DATAGRAM = lib.AIOU_KIND_DATAGRAM
+EMIT_VNET = lib.AIOU_EMIT_VNET
+POLLOUT = 0x004
 
 # Setup flag sets, most capable first; "auto" tries them in order and keeps the
 # first the kernel accepts (an older kernel answers -EINVAL to unknown flags).
@@ -72,20 +76,13 @@ class NativeRing:
 
     backend = "uring"
 
-    def __init__(
-        self,
-        entries: int = 256,
-        cq_entries: int = 0,
-        setup: str = "auto",
-        write_slots: int = 1024,
-        slot_size: int = 2048,
-        register_pool: bool = False,
-    ) -> None:
+    def __init__(self, entries: int = 256, cq_entries: int = 0, setup: str = "auto") -> None:
         modes = AUTO_ORDER if setup == "auto" else (setup,)
         if setup != "auto" and setup not in SETUP_MODES:
             raise ValueError(f"setup must be 'auto' or one of {sorted(SETUP_MODES)}, not {setup!r}")
         out = ffi.new("struct aiou_ring **")
         res = -errno.EINVAL
+        mode = modes[0]
         for mode in modes:
             res = lib.aiou_ring_open(out, entries, cq_entries, SETUP_MODES[mode])
             if res == 0:
@@ -94,12 +91,14 @@ class NativeRing:
             if res != -errno.EINVAL:
                 break
         if res < 0:
+            if res in (-errno.EMFILE, -errno.ENFILE):
+                # Out of file descriptors is not "io_uring is unavailable".
+                check(res, "open an io_uring and its eventfd")
             raise _setup_error(-res, mode)
         self._r = out[0]
         self.eventfd: int = self._r.eventfd
         self.sq_entries: int = self._r.sq_entries
         self.cq_entries: int = self._r.cq_entries
-        self.defer_taskrun = bool(self._r.setup_flags & lib.IORING_SETUP_DEFER_TASKRUN)
         self._max_batch = 256
         self._out = ffi.new("int64_t[]", 5 * self._max_batch)
         self._out_view = memoryview(ffi.buffer(self._out)).cast("q")
@@ -110,17 +109,8 @@ class NativeRing:
         self._arena_size = 1 << 21
         self._arena = ffi.new("unsigned char[]", self._arena_size)
         self._arena_buf = ffi.buffer(self._arena)
-        res = lib.aiou_pool_init(self._r, write_slots, slot_size, int(register_pool))
-        if res < 0:
-            lib.aiou_ring_close(self._r)
-            self._r = None
-            check(res, "allocate the write pool")
-        self.write_slots = write_slots
-        self.slot_size = slot_size
-        # one cffi call per pooled write: (fd, data, len, writer) -> 0 or -errno
-        self.write_copy: Callable[[int, Any, int, int], int] = functools.partial(lib.aiou_write_copy, self._r)
-        # (fd, data, len, sockaddr bytes, sockaddr len, writer) -> 0 or -errno
-        self.sendto_copy: Callable[[int, Any, int, Any, int, int], int] = functools.partial(lib.aiou_sendto_copy, self._r)
+        self._slot = ffi.new("uint32_t *")
+        self._pair = ffi.new("uint32_t[2]")
 
     # -- ops ------------------------------------------------------------
     # Each prep_* queues one SQE (submitting first if the SQ is full) and
@@ -160,15 +150,14 @@ class NativeRing:
         check(lib.aiou_prep_writev(self._r, fd, iov, len(buffers), offset, ud), "prep writev")
         return (iov, keep)
 
+    def prep_poll(self, fd: int, events: int, ud: int) -> None:
+        check(lib.aiou_prep_poll(self._r, fd, events, ud), "prep poll")
+
     def prep_cancel(self, target: int, ud: int) -> None:
         check(lib.aiou_prep_cancel(self._r, target, ud), "prep cancel")
 
     def prep_cancel_all(self, ud: int) -> None:
         check(lib.aiou_prep_cancel_all(self._r, ud), "prep cancel all")
-
-    def group_ud(self, ud: int, bgid: int) -> int:
-        """``ud`` tagged with buffer group ``bgid`` (the reaper needs it)."""
-        return ud | ((bgid + 1) << GROUP_SHIFT)
 
     def prep_read_multishot(self, fd: int, bgid: int, ud: int) -> None:
         check(lib.aiou_prep_read_multishot(self._r, fd, bgid, ud), "prep multishot read")
@@ -179,17 +168,36 @@ class NativeRing:
     # -- buffer rings ---------------------------------------------------
 
     def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
-        """Register a provided-buffer ring; ``recvmsg`` lays its buffers out for
-        multishot recvmsg (each packet then reaches Python as a record:
-        name length byte, source address, payload)."""
-        if bufsize > self._arena_size:
+        """Register a provided-buffer ring of ``entries`` buffers of ``bufsize``
+        bytes; ``recvmsg`` lays its buffers out for multishot recvmsg (each
+        datagram then reaches Python as source address then payload)."""
+        if bufsize + (256 if recvmsg else 0) > self._arena_size:
             raise ValueError(f"buffer size {bufsize} is larger than the reap arena")
-        check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize), "register buffer ring")
-        if recvmsg:
-            check(lib.aiou_bufring_recvmsg(self._r, bgid), "set up a recvmsg buffer ring")
+        check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize, int(recvmsg)), "register buffer ring")
 
     def remove_buffer_group(self, bgid: int) -> None:
         check(lib.aiou_bufring_remove(self._r, bgid), "unregister buffer ring")
+
+    # -- write batches ----------------------------------------------------
+
+    def emit(self, fd: int, kind: int, flags: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int]:
+        """Queue one SQE per packet of a batch (see ``aiou_emit``): returns
+        (packets taken, batch slot).  ``data`` and ``addrs`` must stay
+        referenced until ``reap`` reports the slot done."""
+        taken = lib.aiou_emit(
+            self._r, fd, kind, flags, data, ffi.from_buffer("uint32_t[]", lens), n,
+            addrs, ffi.from_buffer("uint16_t[]", addrlens) if addrlens is not None else ffi.NULL, self._slot,
+        )
+        if taken < 0:
+            if taken == -errno.EBUSY:
+                return 0, -1
+            check(taken, "queue a write batch")
+        return taken, self._slot[0]
+
+    def batch_output(self, slot: int, index: int) -> tuple[int, int]:
+        """(first packet, packet count) that output ``index`` of batch ``slot`` carries."""
+        check(lib.aiou_batch_output(self._r, slot, index, self._pair, self._pair + 1), "batch output")
+        return self._pair[0], self._pair[1]
 
     # -- submission and completion ---------------------------------------
 
@@ -209,31 +217,33 @@ class NativeRing:
         """Ready completions, in two lists that replay in CQ order:
 
         * ``out``: ``[ud, res, flags, arena_offset, packets_before] * n`` for
-          every CQE but packets (``arena_offset`` -1 when it carried no data);
+          every CQE but packets (``arena_offset`` -1 when it carried no data;
+          when it did, ``res`` is the packet's length field), failed writes
+          of a batch, and batch-done events (``ud`` tagged ``TAG_EVENT``);
         * ``pk``: ``[ud, arena_offset, length] * m``, one per packet of a
-          multishot read (``packets_before`` of an ``out`` entry says how many
-          ``pk`` entries came before it in the CQ);
+          multishot read or recvmsg (for recvmsg ``length`` is
+          ``address_length << 32 | payload_length``, the address first);
 
-        and the arena whose ``[off:off + length]`` slice is a packet's bytes.
-        Successful pooled writes are consumed in C and appear in neither."""
+        and the arena the offsets point into."""
         n = check(
             lib.aiou_reap(self._r, self._out, self._max_batch, self._arena, self._arena_size, self._pk, self._max_packets, self._npk),
             "reap",
         )
         return self._out_view[: 5 * n].tolist(), self._pk_view[: 3 * self._npk[0]].tolist(), self._arena_buf
 
-    def writer_in_flight(self, writer: int) -> int:
-        """Pooled writes of ``writer`` the kernel has not completed."""
-        return lib.aiou_writer_inflight(self._r, writer)
+    @property
+    def supports_multishot(self) -> bool:
+        """Whether TUN reads can use a multishot read on a buffer ring here
+        (``aiouring.probe()``'s finding, asked once)."""
+        from ..probe import probe
+
+        info = probe()
+        return info.multishot_read and info.buffer_rings
 
     @property
-    def pool_free(self) -> int:
-        """Free write slots in the pool."""
-        return self._r.pool_free
-
-    @property
-    def pool_in_flight(self) -> int:
-        return self.write_slots - self._r.pool_free
+    def live_batches(self) -> int:
+        """Write batches the kernel has not finished."""
+        return lib.aiou_live_batches(self._r)
 
     @property
     def batch_limit(self) -> int:
@@ -241,36 +251,51 @@ class NativeRing:
 
     @property
     def counters(self) -> tuple[int, int]:
-        """(SQEs submitted, CQEs reaped) over the ring's life."""
-        return self._r.submitted, self._r.reaped
+        """(SQEs submitted, CQEs reaped) over the ring's life (kept after close)."""
+        r = self._r if self._r is not None else self._final
+        return r.submitted, r.reaped
 
     @property
     def overflows(self) -> int:
         """Times a reap found the CQ overflowed (the kernel kept the CQEs; they were flushed)."""
-        return self._r.overflows
+        return (self._r if self._r is not None else self._final).overflows
+
+    @property
+    def submit_calls(self) -> int:
+        """``io_uring_enter`` calls made to submit, over the ring's life."""
+        return (self._r if self._r is not None else self._final).submit_calls
 
     def close(self) -> None:
         if self._r is not None:
-            self.write_copy = _closed_write
-            self.sendto_copy = _closed_sendto
-            lib.aiou_ring_close(self._r)
+            r = self._r
+            self._final = _Final(r.submitted, r.reaped, r.submit_calls, r.overflows)
             self._r = None
+            lib.aiou_ring_close(r)
+
+
+class _Final:
+    """A closed ring's counters."""
+
+    def __init__(self, submitted: int, reaped: int, submit_calls: int, overflows: int) -> None:
+        self.submitted = submitted
+        self.reaped = reaped
+        self.submit_calls = submit_calls
+        self.overflows = overflows
 
 
 class SyscallBatch:
-    """Batches of plain read()/write() syscalls, one cffi call per batch (the
-    readiness backend's data path)."""
+    """Batches of plain read()/recvmsg()/write()/sendmsg() syscalls, one cffi
+    call per batch (the readiness backend's data path)."""
 
     def __init__(self, arena_size: int = 1 << 21, max_packets: int = 256) -> None:
         self._arena_size = arena_size
         self._arena = ffi.new("unsigned char[]", arena_size)
         self._arena_buf = ffi.buffer(self._arena)
         self._max = max_packets
-        self._out = ffi.new("int64_t[]", 2 * max_packets)
+        self._out = ffi.new("int64_t[]", 3 * max_packets)
         self._out_view = memoryview(ffi.buffer(self._out)).cast("q")
         self._err = ffi.new("int *")
-        self._lens = ffi.new("unsigned[]", max_packets)
-        self._errs = ffi.new("int[]", max_packets)
+        self._errs = ffi.new("int[]", MAX_BATCH)
         self._nerr = ffi.new("int *")
 
     def read(self, fd: int, bufsize: int, limit: int) -> tuple[list[bytes], int]:
@@ -281,27 +306,31 @@ class SyscallBatch:
         buf = self._arena_buf
         return [buf[vals[i] : vals[i] + vals[i + 1]] for i in range(0, 2 * n, 2)], self._err[0]
 
-    def write(self, fd: int, packets: list[bytes]) -> tuple[int, list[tuple[int, int]]]:
-        """Write packets (at most ``max_packets``), one write() each: (how many
-        were handled before EAGAIN, [(index, -errno) of refused ones])."""
-        n = len(packets)
-        self._lens[0:n] = [len(p) for p in packets]
-        done = lib.aiou_write_batch(fd, b"".join(packets), self._lens, n, self._errs, self._nerr)
+    def recv(self, fd: int, bufsize: int, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """Up to ``limit`` datagrams as (raw source address, payload) and the
+        ``-errno`` that stopped the batch (0 for EAGAIN, -EMSGSIZE for a
+        datagram longer than ``bufsize``, which is consumed)."""
+        n = lib.aiou_recv_batch(fd, self._arena, self._arena_size, bufsize, self._out, min(limit, self._max), self._err)
+        vals = self._out_view[: 3 * n].tolist()
+        buf = self._arena_buf
+        got = []
+        for i in range(0, 3 * n, 3):
+            off, alen = vals[i], vals[i + 1]
+            got.append((buf[off : off + alen], buf[off + alen : off + alen + vals[i + 2]]))
+        return got, self._err[0]
+
+    def send(self, fd: int, kind: int, flags: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, list[tuple[int, int]]]:
+        """Write ``n`` packets laid out as for ``NativeRing.emit``, one syscall
+        each: (how many were handled before EAGAIN, [(index, -errno) of
+        refused ones])."""
+        done = lib.aiou_send_batch(
+            fd, kind, flags, data, ffi.from_buffer("uint32_t[]", lens), n,
+            addrs, ffi.from_buffer("uint16_t[]", addrlens) if addrlens is not None else ffi.NULL,
+            self._errs, self._nerr,
+        )
         if not self._nerr[0]:
             return done, []
         return done, [(i, self._errs[i]) for i in range(done) if self._errs[i]]
-
-    @property
-    def max_packets(self) -> int:
-        return self._max
-
-
-def _closed_write(fd: int, data: Any, n: int, writer: int) -> int:
-    return -errno.EBADF
-
-
-def _closed_sendto(fd: int, data: Any, n: int, addr: Any, addrlen: int, writer: int) -> int:
-    return -errno.EBADF
 
 
 def probe_opcodes() -> tuple[int, set[int]]:

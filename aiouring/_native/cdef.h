@@ -8,9 +8,13 @@
 #define IORING_CQE_F_MORE ...
 #define AIOU_OP_READ_MULTISHOT ...
 #define AIOU_UD_ID_BITS ...
+#define AIOU_TAG_BATCH ...
+#define AIOU_TAG_EVENT ...
 #define AIOU_MAX_GROUPS ...
-#define AIOU_POOL_GROUP ...
-#define AIOU_MAX_WRITERS ...
+#define AIOU_MAX_BATCH ...
+#define AIOU_KIND_PACKET ...
+#define AIOU_KIND_DATAGRAM ...
+#define AIOU_EMIT_VNET ...
 
 struct iovec {
     void *iov_base;
@@ -20,14 +24,12 @@ struct iovec {
 struct aiou_ring {
     int eventfd;
     unsigned setup_flags;
-    unsigned features;
     unsigned sq_entries;
     unsigned cq_entries;
     unsigned long long submitted;
     unsigned long long reaped;
-    unsigned long long pooled_writes;
+    unsigned long long submit_calls;
     unsigned long long overflows;
-    unsigned pool_free;
     ...;
 };
 
@@ -44,37 +46,40 @@ int aiou_prep_readv(struct aiou_ring *r, int fd, const struct iovec *iov,
                     unsigned nr, int64_t offset, uint64_t ud);
 int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
                      unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_poll(struct aiou_ring *r, int fd, unsigned events, uint64_t ud);
 int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud);
 int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud);
 int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
                              uint64_t ud);
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud);
 
 int aiou_submit(struct aiou_ring *r);
 int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
-unsigned aiou_sq_flags(struct aiou_ring *r);
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               unsigned char *arena, unsigned arena_size,
               int64_t *pk, unsigned pk_max, unsigned *npk);
 
-int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size,
-                   int register_buffers);
-int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
-                    unsigned len, unsigned writer);
-unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
-
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize);
+                     unsigned entries, unsigned bufsize, int recvmsg);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
-int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid);
-int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
-                                uint64_t ud);
-int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
-                     const char *addr, unsigned addrlen, unsigned writer);
+
+int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
+              const unsigned char *data, const uint32_t *lens, unsigned n,
+              const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot);
+int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
+                      uint32_t *first, uint32_t *count);
+unsigned aiou_live_batches(struct aiou_ring *r);
 
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
                     unsigned bufsize, int64_t *out, unsigned max, int *err);
-int aiou_write_batch(int fd, const char *data, const unsigned *lens,
-                     unsigned n, int *errs, int *nerr);
+int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+                    const unsigned char *data, const uint32_t *lens, unsigned n,
+                    const unsigned char *addrs, const uint16_t *addrlens,
+                    int *errs, int *nerr);
 
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);

@@ -4,10 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
 #include "helpers.h"
+
+/* A zero virtio_net_hdr: "no offload" for a packet written to an
+ * IFF_VNET_HDR device. */
+static const unsigned char zero_vnet_hdr[10];
 
 int aiou_ring_open(struct aiou_ring **out, unsigned entries,
                    unsigned cq_entries, unsigned flags)
@@ -56,8 +61,6 @@ fail:
     return ret;
 }
 
-static void pool_free_all(struct aiou_pool *pl);
-
 static void bufring_free(struct aiou_bufring *b)
 {
     if (b->br)
@@ -74,16 +77,20 @@ void aiou_ring_close(struct aiou_ring *r)
     if (!r)
         return;
     io_uring_unregister_eventfd(&r->ring);
-    for (i = 0; i < AIOU_MAX_GROUPS; i++) {
+    for (i = 0; i < r->ngroups; i++) {
         if (r->groups[i]) {
             io_uring_unregister_buf_ring(&r->ring, i);
             bufring_free(r->groups[i]);
-            r->groups[i] = NULL;
         }
     }
     io_uring_queue_exit(&r->ring);
-    if (r->pool)
-        pool_free_all(r->pool);
+    /* Batches still listed here had SQEs the kernel never completed; the
+     * ring is gone now, so nothing can write through them any more. */
+    for (i = 0; i < r->nbatches; i++)
+        free(r->batches[i]);
+    free(r->groups);
+    free(r->batches);
+    free(r->free_slots);
     close(r->eventfd);
     free(r);
 }
@@ -97,6 +104,7 @@ static struct io_uring_sqe *get_sqe(struct aiou_ring *r, int *err)
     if (sqe)
         return sqe;
     ret = io_uring_submit(&r->ring);
+    r->submit_calls++;
     if (ret < 0) {
         *err = ret;
         return NULL;
@@ -158,6 +166,14 @@ int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
     return 0;
 }
 
+int aiou_prep_poll(struct aiou_ring *r, int fd, unsigned events, uint64_t ud)
+{
+    GET_SQE_OR_RETURN(r, sqe);
+    io_uring_prep_poll_add(sqe, fd, events);
+    sqe->user_data = ud;
+    return 0;
+}
+
 int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud)
 {
     GET_SQE_OR_RETURN(r, sqe);
@@ -174,16 +190,43 @@ int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud)
     return 0;
 }
 
+static struct aiou_bufring *group(struct aiou_ring *r, unsigned bgid)
+{
+    return bgid < r->ngroups ? r->groups[bgid] : NULL;
+}
+
 int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
                              uint64_t ud)
 {
-    /* liburing 2.3 has no io_uring_prep_read_multishot (2.6): fill the SQE
-     * the way the newer helper does; nbytes 0 means "the buffer's size". */
-    GET_SQE_OR_RETURN(r, sqe);
-    io_uring_prep_rw(AIOU_OP_READ_MULTISHOT, sqe, fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = bgid;
-    sqe->user_data = ud;
+    if (!group(r, bgid))
+        return -ENOENT;
+    {
+        /* liburing 2.3 has no io_uring_prep_read_multishot (2.6): fill the
+         * SQE the way the newer helper does; nbytes 0 means "the buffer's
+         * size". */
+        GET_SQE_OR_RETURN(r, sqe);
+        io_uring_prep_rw(AIOU_OP_READ_MULTISHOT, sqe, fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = bgid;
+        sqe->user_data = ud;
+    }
+    return 0;
+}
+
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud)
+{
+    struct aiou_bufring *b = group(r, bgid);
+
+    if (!b || !b->recvmsg)
+        return -ENOENT;
+    {
+        GET_SQE_OR_RETURN(r, sqe);
+        io_uring_prep_recvmsg_multishot(sqe, fd, &b->msg, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = bgid;
+        sqe->user_data = ud;
+    }
     return 0;
 }
 
@@ -197,8 +240,11 @@ int aiou_submit(struct aiou_ring *r)
 {
     int ret;
 
+    if (!io_uring_sq_ready(&r->ring))
+        return 0;  /* nothing queued: no system call */
     io_uring_cq_eventfd_toggle(&r->ring, false);
     ret = io_uring_submit(&r->ring);
+    r->submit_calls++;
     io_uring_cq_eventfd_toggle(&r->ring, true);
     if (ret > 0)
         r->submitted += ret;
@@ -221,62 +267,197 @@ int aiou_wait(struct aiou_ring *r, unsigned timeout_ms)
     return ret == -ETIME ? 0 : ret;
 }
 
-unsigned aiou_sq_flags(struct aiou_ring *r)
+static unsigned sq_flags(struct aiou_ring *r)
 {
     return IO_URING_READ_ONCE(*r->ring.sq.kflags);
 }
 
 static int needs_enter(struct aiou_ring *r)
 {
-    unsigned f = IO_URING_READ_ONCE(*r->ring.sq.kflags);
-    return (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+    return (sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
-static void pool_release(struct aiou_ring *r, uint64_t ud)
+/* -- write batches ------------------------------------------------------ */
+
+static void batch_release(struct aiou_ring *r, struct aiou_batch *b)
 {
-    struct aiou_pool *pl = r->pool;
-    unsigned slot = (unsigned)(ud & 0xFFFF);
-    unsigned writer = (unsigned)((ud >> 16) & 0xFFFFFFFFu);
+    uint32_t slot = b->slot;
 
-    if (!pl || slot >= pl->nslots)
-        return;
-    pl->free[pl->nfree++] = (uint16_t)slot;
-    if (writer < AIOU_MAX_WRITERS && pl->inflight[writer])
-        pl->inflight[writer]--;
-    r->pool_free = pl->nfree;
+    r->batches[slot] = NULL;
+    r->free_slots[r->nfree++] = slot;
+    r->live_batches--;
+    free(b);
 }
 
-/* Reap ready CQEs in one pass, advancing the CQ once.
- *
- * Packets (CQEs of a multishot read with IORING_CQE_F_MORE and data) go to
- * pk[3*j .. 3*j+2] = (user_data, arena offset, length): their bytes are
- * copied into `arena` and the buffer recycled at once.  Every other CQE goes
- * to out[5*i .. 5*i+4] = (user_data, res, flags, arena offset or -1, number
- * of packets before it), so Python can replay both lists in CQ order.
- * Successful pooled writes are consumed here and reported nowhere.
- * Stops before out, pk or the arena would overflow; the rest stays queued.
- *
- * With DEFER_TASKRUN nothing is posted until the submitter enters the
- * kernel, and since 6.13 one entry runs at most 20 task-work items, so the
- * loop enters again while the kernel says work is pending (IORING_SQ_TASKRUN
- * needs IORING_SETUP_TASKRUN_FLAG) and there is room for more. */
+static int slot_alloc(struct aiou_ring *r, uint32_t *slot)
+{
+    if (!r->nfree) {
+        unsigned n = r->nbatches ? 2 * r->nbatches : 64, i;
+        struct aiou_batch **nb;
+        uint32_t *nf;
+
+        if (n > (1u << 30))
+            return -ENOBUFS;
+        nb = realloc(r->batches, n * sizeof(*nb));
+        if (!nb)
+            return -ENOMEM;
+        r->batches = nb;
+        nf = realloc(r->free_slots, n * sizeof(*nf));
+        if (!nf)
+            return -ENOMEM;
+        r->free_slots = nf;
+        for (i = r->nbatches; i < n; i++) {
+            r->batches[i] = NULL;
+            r->free_slots[r->nfree++] = n - 1 - (i - r->nbatches);
+        }
+        r->nbatches = n;
+    }
+    *slot = r->free_slots[--r->nfree];
+    return 0;
+}
+
+int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
+              const unsigned char *data, const uint32_t *lens, unsigned n,
+              const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot)
+{
+    struct aiou_batch *b;
+    size_t off = 0, aoff = 0;
+    unsigned i;
+    int ret;
+
+    if (!n)
+        return 0;
+    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM)
+        return -EINVAL;
+    b = calloc(1, sizeof(*b) + (size_t)n * sizeof(struct aiou_out));
+    if (!b)
+        return -ENOMEM;
+    ret = slot_alloc(r, &b->slot);
+    if (ret < 0) {
+        free(b);
+        return ret;
+    }
+    b->fd = fd;
+    b->kind = kind;
+    b->flags = flags;
+    r->batches[b->slot] = b;
+    r->live_batches++;
+    for (i = 0; i < n; i++) {
+        struct aiou_out *o = &b->out[i];
+        int err = 0;
+        struct io_uring_sqe *sqe = get_sqe(r, &err);
+        uint64_t ud;
+
+        if (!sqe)
+            break;
+        o->first = i;
+        o->count = 1;
+        ud = ((uint64_t)AIOU_TAG_BATCH << AIOU_UD_ID_BITS) |
+             ((uint64_t)b->slot << 16) | i;
+        if (kind == AIOU_KIND_DATAGRAM) {
+            o->iov[0].iov_base = (void *)(data + off);
+            o->iov[0].iov_len = lens[i];
+            o->msg.msg_iov = o->iov;
+            o->msg.msg_iovlen = 1;
+            if (addrlens[i]) {
+                o->msg.msg_name = (void *)(addrs + aoff);
+                o->msg.msg_namelen = addrlens[i];
+            }
+            aoff += addrlens[i];
+            io_uring_prep_sendmsg(sqe, fd, &o->msg, 0);
+        } else if (flags & AIOU_EMIT_VNET) {
+            o->iov[0].iov_base = (void *)zero_vnet_hdr;
+            o->iov[0].iov_len = sizeof(zero_vnet_hdr);
+            o->iov[1].iov_base = (void *)(data + off);
+            o->iov[1].iov_len = lens[i];
+            io_uring_prep_writev(sqe, fd, o->iov, 2, (__u64)-1);
+        } else {
+            io_uring_prep_write(sqe, fd, data + off, lens[i], (__u64)-1);
+        }
+        sqe->user_data = ud;
+        off += lens[i];
+        b->refs++;
+        b->nout++;
+    }
+    if (!b->nout) {
+        batch_release(r, b);
+        return -EBUSY;
+    }
+    *slot = b->slot;
+    return (int)b->nout;
+}
+
+int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
+                      uint32_t *first, uint32_t *count)
+{
+    struct aiou_batch *b = slot < r->nbatches ? r->batches[slot] : NULL;
+
+    if (!b || index >= b->nout)
+        return -ENOENT;
+    *first = b->out[index].first;
+    *count = b->out[index].count;
+    return 0;
+}
+
+unsigned aiou_live_batches(struct aiou_ring *r)
+{
+    return r->live_batches;
+}
+
+/* One CQE of a batch: *done is set to the batch's slot if it was the last.
+ * Returns 1 when Python must hear of it (a failure). */
+static int batch_cqe(struct aiou_ring *r, uint64_t ud, int res, int64_t *done)
+{
+    uint32_t slot = (uint32_t)((ud >> 16) & 0xFFFFFFFFu);
+    struct aiou_batch *b = slot < r->nbatches ? r->batches[slot] : NULL;
+
+    if (!b)
+        return 0;
+    if (--b->refs == 0)
+        *done = slot;
+    return res < 0;
+}
+
+/* -- reaping ------------------------------------------------------------ */
+
+/* Copy one datagram of a recvmsg buffer into the arena as address then
+ * payload; returns the arena bytes used, 0 if it does not fit, or -errno. */
+static long take_datagram(struct aiou_bufring *b, const unsigned char *src, int res,
+                          unsigned char *arena, unsigned room, int64_t *lenfield)
+{
+    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate((void *)src, res, &b->msg);
+    unsigned namelen, plen;
+
+    if (!o)
+        return -EINVAL;
+    if (o->flags & MSG_TRUNC)
+        return -EMSGSIZE;
+    namelen = o->namelen < (unsigned)b->msg.msg_namelen ? o->namelen : (unsigned)b->msg.msg_namelen;
+    plen = io_uring_recvmsg_payload_length(o, res, &b->msg);
+    if (namelen + plen > room)
+        return 0;
+    memcpy(arena, io_uring_recvmsg_name(o), namelen);
+    memcpy(arena + namelen, io_uring_recvmsg_payload(o, &b->msg), plen);
+    *lenfield = ((int64_t)namelen << 32) | plen;
+    return (long)(namelen + plen);
+}
+
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               unsigned char *arena, unsigned arena_size,
               int64_t *pk, unsigned pk_max, unsigned *npk)
 {
     struct io_uring *ring = &r->ring;
-    unsigned n = 0, p = 0, used = 0, consumed = 0, i;
+    unsigned n = 0, p = 0, used = 0, consumed = 0, touched_lo = ~0u, touched_hi = 0, i;
     int defer = (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     int entered = 0, full = 0;
-    unsigned char touched[AIOU_MAX_GROUPS];
 
-    memset(touched, 0, sizeof(touched));
     while (!full) {
         unsigned head, tail, mask, count = 0;
 
         if ((defer && !entered) || needs_enter(r)) {
             int ret;
-            if (aiou_sq_flags(r) & IORING_SQ_CQ_OVERFLOW)
+            if (sq_flags(r) & IORING_SQ_CQ_OVERFLOW)
                 r->overflows++;
             ret = io_uring_get_events(ring);
             entered = 1;
@@ -290,45 +471,35 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
             struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
             uint64_t ud = cqe->user_data;
             unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
-            int64_t res = cqe->res, off = -1;
+            int64_t res = cqe->res, off = -1, len = 0, done = -1;
 
-            if (n >= max || p >= pk_max) {
+            /* Room for this CQE's entry and the done event it may cause. */
+            if (n + 2 > max || p >= pk_max) {
                 full = 1;
                 break;
             }
-            if (g == AIOU_POOL_GROUP) {
-                pool_release(r, ud);
-                if (res >= 0)
-                    goto next_cqe;  /* a successful pooled write: nobody to tell */
+            if (g == AIOU_TAG_BATCH) {
+                if (!batch_cqe(r, ud, cqe->res, &done))
+                    goto next_cqe;  /* a successful write: nobody to tell */
             } else if (cqe->flags & IORING_CQE_F_BUFFER) {
-                struct aiou_bufring *b =
-                    (g && g <= AIOU_MAX_GROUPS) ? r->groups[g - 1] : NULL;
+                struct aiou_bufring *b = g ? group(r, g - 1) : NULL;
                 unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
                 if (b && bid < b->entries) {
                     unsigned char *src = b->bufs + (size_t)bid * b->bufsize;
 
                     if (res > 0 && b->recvmsg) {
-                        /* record: [name length][source address][payload] */
-                        struct io_uring_recvmsg_out *o =
-                            io_uring_recvmsg_validate(src, cqe->res, &b->msg);
-                        if (o && !(o->flags & MSG_TRUNC)) {
-                            unsigned namelen = o->namelen < (unsigned)b->msg.msg_namelen
-                                                   ? o->namelen : (unsigned)b->msg.msg_namelen;
-                            unsigned plen = io_uring_recvmsg_payload_length(o, cqe->res, &b->msg);
-                            if (used + 1 + namelen + plen > arena_size) {
-                                full = 1;
-                                break;
-                            }
-                            arena[used] = (unsigned char)namelen;
-                            memcpy(arena + used + 1, io_uring_recvmsg_name(o), namelen);
-                            memcpy(arena + used + 1 + namelen,
-                                   io_uring_recvmsg_payload(o, &b->msg), plen);
-                            res = 1 + namelen + plen;
-                            off = used;
-                            used += (unsigned)res;
+                        long got = take_datagram(b, src, cqe->res, arena + used,
+                                                 arena_size - used, &len);
+                        if (got == 0) {
+                            full = 1;
+                            break;
+                        }
+                        if (got < 0) {
+                            res = got;  /* truncated or malformed: reported, not delivered */
                         } else {
-                            res = -EMSGSIZE;  /* truncated or malformed */
+                            off = used;
+                            used += (unsigned)got;
                         }
                     } else if (res > 0) {
                         if (used + (unsigned)res > arena_size) {
@@ -337,28 +508,44 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
                         }
                         memcpy(arena + used, src, res);
                         off = used;
+                        len = res;
                         used += (unsigned)res;
                     }
                     io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
                                           io_uring_buf_ring_mask(b->entries),
                                           b->pending++);
-                    touched[g - 1] = 1;
+                    if (g - 1 < touched_lo)
+                        touched_lo = g - 1;
+                    if (g - 1 >= touched_hi)
+                        touched_hi = g;
                 }
             }
             if (off >= 0 && (cqe->flags & IORING_CQE_F_MORE)) {
                 pk[3 * p] = (int64_t)ud;
                 pk[3 * p + 1] = off;
-                pk[3 * p + 2] = res;
+                pk[3 * p + 2] = len;
                 p++;
             } else {
+                /* a final CQE carrying a packet: res is its length field */
                 out[5 * n] = (int64_t)ud;
-                out[5 * n + 1] = res;
+                out[5 * n + 1] = off >= 0 ? len : res;
                 out[5 * n + 2] = cqe->flags;
                 out[5 * n + 3] = off;
                 out[5 * n + 4] = p;
                 n++;
             }
         next_cqe:
+            if (done >= 0) {
+                /* After the CQE's own entry: Python drops the batch's
+                 * buffers only once it has seen every failure of it. */
+                batch_release(r, r->batches[done]);
+                out[5 * n] = (int64_t)(((uint64_t)AIOU_TAG_EVENT << AIOU_UD_ID_BITS) | (uint64_t)done);
+                out[5 * n + 1] = 0;
+                out[5 * n + 2] = 0;
+                out[5 * n + 3] = -1;
+                out[5 * n + 4] = p;
+                n++;
+            }
             head++;
             count++;
         }
@@ -370,10 +557,11 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
     }
     /* Publish recycled buffers before Python sees the CQEs, so a re-arm
      * after -ENOBUFS finds buffers (re-arming first storms -ENOBUFS). */
-    for (i = 0; i < AIOU_MAX_GROUPS; i++) {
-        if (touched[i] && r->groups[i]->pending) {
-            io_uring_buf_ring_advance(r->groups[i]->br, r->groups[i]->pending);
-            r->groups[i]->pending = 0;
+    for (i = touched_lo; i < touched_hi; i++) {
+        struct aiou_bufring *b = r->groups[i];
+        if (b && b->pending) {
+            io_uring_buf_ring_advance(b->br, b->pending);
+            b->pending = 0;
         }
     }
     r->reaped += consumed;
@@ -381,124 +569,32 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
     return (int)n;
 }
 
-int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size,
-                   int register_buffers)
-{
-    struct aiou_pool *pl;
-    unsigned i;
-
-    if (r->pool)
-        return -EEXIST;
-    if (!nslots || nslots > AIOU_MAX_SLOTS || !slot_size)
-        return -EINVAL;
-    pl = calloc(1, sizeof(*pl));
-    if (!pl)
-        return -ENOMEM;
-    pl->free = calloc(nslots, sizeof(uint16_t));
-    pl->mem = mmap(NULL, (size_t)nslots * slot_size, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (!pl->free || pl->mem == MAP_FAILED) {
-        if (pl->mem != MAP_FAILED)
-            munmap(pl->mem, (size_t)nslots * slot_size);
-        free(pl->free);
-        free(pl);
-        return -ENOMEM;
-    }
-    pl->slot_size = slot_size;
-    pl->nslots = nslots;
-    for (i = 0; i < nslots; i++)
-        pl->free[i] = (uint16_t)(nslots - 1 - i);
-    pl->nfree = nslots;
-    if (register_buffers) {
-        struct iovec iov = { pl->mem, (size_t)nslots * slot_size };
-        int ret = io_uring_register_buffers(&r->ring, &iov, 1);
-        if (ret < 0) {
-            pool_free_all(pl);
-            return ret;
-        }
-        pl->registered = 1;
-    }
-    r->pool = pl;
-    r->pool_free = nslots;
-    return 0;
-}
-
-static void pool_free_all(struct aiou_pool *pl)
-{
-    munmap(pl->mem, (size_t)pl->nslots * pl->slot_size);
-    free(pl->free);
-    free(pl);
-}
-
-/* Checks shared by the pooled writes; 0 when a slot of `need` bytes is free. */
-static int pool_check(struct aiou_ring *r, size_t need, unsigned writer)
-{
-    struct aiou_pool *pl = r->pool;
-
-    if (!pl)
-        return -ENXIO;
-    if (need > pl->slot_size)
-        return -EMSGSIZE;
-    if (writer >= AIOU_MAX_WRITERS)
-        return -EINVAL;
-    if (!pl->nfree)
-        return -ENOBUFS;
-    return 0;
-}
-
-/* Take a free slot for `writer` and return its memory; `*ud` is the
- * user_data its SQE must carry.  Call only after pool_check and once the SQE
- * is in hand, so a failure leaves the pool untouched. */
-static unsigned char *pool_claim(struct aiou_ring *r, unsigned writer, uint64_t *ud)
-{
-    struct aiou_pool *pl = r->pool;
-    unsigned slot = pl->free[--pl->nfree];
-
-    pl->inflight[writer]++;
-    r->pool_free = pl->nfree;
-    r->pooled_writes++;
-    *ud = ((uint64_t)AIOU_POOL_GROUP << AIOU_UD_ID_BITS) | ((uint64_t)writer << 16) | slot;
-    return pl->mem + (size_t)slot * pl->slot_size;
-}
-
-int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
-                    unsigned len, unsigned writer)
-{
-    unsigned char *slot_mem;
-    uint64_t ud;
-    int ret = pool_check(r, len, writer);
-
-    if (ret)
-        return ret;
-    {
-        GET_SQE_OR_RETURN(r, sqe);
-        slot_mem = pool_claim(r, writer, &ud);
-        memcpy(slot_mem, data, len);
-        if (r->pool->registered)
-            io_uring_prep_write_fixed(sqe, fd, slot_mem, len, (__u64)-1, 0);
-        else
-            io_uring_prep_write(sqe, fd, slot_mem, len, (__u64)-1);
-        sqe->user_data = ud;
-    }
-    return 0;
-}
-
-unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer)
-{
-    if (!r->pool || writer >= AIOU_MAX_WRITERS)
-        return 0;
-    return r->pool->inflight[writer];
-}
+/* -- buffer rings ------------------------------------------------------- */
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize)
+                     unsigned entries, unsigned bufsize, int recvmsg)
 {
     struct io_uring_buf_reg reg;
     struct aiou_bufring *b;
     unsigned i;
     int ret;
 
-    if (bgid >= AIOU_MAX_GROUPS || r->groups[bgid])
+    if (bgid >= AIOU_MAX_GROUPS)
+        return -EINVAL;
+    if (bgid >= r->ngroups) {
+        unsigned n = r->ngroups ? r->ngroups : 64;
+        struct aiou_bufring **ng;
+
+        while (n <= bgid)
+            n *= 2;
+        ng = realloc(r->groups, n * sizeof(*ng));
+        if (!ng)
+            return -ENOMEM;
+        memset(ng + r->ngroups, 0, (n - r->ngroups) * sizeof(*ng));
+        r->groups = ng;
+        r->ngroups = n;
+    }
+    if (r->groups[bgid])
         return -EEXIST;
     if (!entries || (entries & (entries - 1)) || entries > 32768 || !bufsize)
         return -EINVAL;
@@ -511,7 +607,9 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
     b->ring_bytes = (size_t)entries * sizeof(struct io_uring_buf);
     b->bufs_bytes = (size_t)entries * bufsize;
     /* liburing 2.3 has no io_uring_setup_buf_ring (2.4): map page-aligned
-     * memory ourselves and register it. */
+     * memory ourselves and register it.  The buffers are sized for the
+     * largest packet but mapped lazily: only the pages packets touch become
+     * resident. */
     b->br = mmap(NULL, b->ring_bytes, PROT_READ | PROT_WRITE,
                  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (b->br == MAP_FAILED) {
@@ -520,7 +618,7 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
         return -ENOMEM;
     }
     b->bufs = mmap(NULL, b->bufs_bytes, PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+                   MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
     if (b->bufs == MAP_FAILED) {
         b->bufs = NULL;
         bufring_free(b);
@@ -540,6 +638,10 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
         io_uring_buf_ring_add(b->br, b->bufs + (size_t)i * bufsize, bufsize, i,
                               io_uring_buf_ring_mask(entries), i);
     io_uring_buf_ring_advance(b->br, entries);
+    if (recvmsg) {
+        b->msg.msg_namelen = sizeof(struct sockaddr_storage);
+        b->recvmsg = 1;
+    }
     r->groups[bgid] = b;
     return 0;
 }
@@ -548,7 +650,7 @@ int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid)
 {
     int ret;
 
-    if (bgid >= AIOU_MAX_GROUPS || !r->groups[bgid])
+    if (!group(r, bgid))
         return -ENOENT;
     ret = io_uring_unregister_buf_ring(&r->ring, bgid);
     bufring_free(r->groups[bgid]);
@@ -574,6 +676,8 @@ int aiou_probe_opcodes(unsigned char *supported, unsigned max,
     io_uring_free_probe(probe);
     return 0;
 }
+
+/* -- readiness backend -------------------------------------------------- */
 
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
                     unsigned bufsize, int64_t *out, unsigned max, int *err)
@@ -602,17 +706,83 @@ int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
     return (int)n;
 }
 
-int aiou_write_batch(int fd, const char *data, const unsigned *lens,
-                     unsigned n, int *errs, int *nerr)
+int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err)
+{
+    unsigned n = 0, used = 0;
+    const unsigned namemax = sizeof(struct sockaddr_storage);
+
+    *err = 0;
+    while (n < max && used + namemax + bufsize <= arena_size) {
+        struct sockaddr_storage name;
+        struct iovec iov = { arena + used + namemax, bufsize };
+        struct msghdr msg;
+        ssize_t got;
+
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_name = &name;
+        msg.msg_namelen = namemax;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        got = recvmsg(fd, &msg, MSG_DONTWAIT);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                *err = -errno;
+            break;
+        }
+        if (msg.msg_flags & MSG_TRUNC) {
+            *err = -EMSGSIZE;
+            break;
+        }
+        if (msg.msg_namelen > namemax)
+            msg.msg_namelen = namemax;
+        /* address right before the payload, as aiou_reap lays them out */
+        memmove(arena + used, &name, msg.msg_namelen);
+        memmove(arena + used + msg.msg_namelen, arena + used + namemax, (size_t)got);
+        out[3 * n] = used;
+        out[3 * n + 1] = msg.msg_namelen;
+        out[3 * n + 2] = got;
+        used += msg.msg_namelen + (unsigned)got;
+        n++;
+    }
+    return (int)n;
+}
+
+int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+                    const unsigned char *data, const uint32_t *lens, unsigned n,
+                    const unsigned char *addrs, const uint16_t *addrlens,
+                    int *errs, int *nerr)
 {
     unsigned i;
-    size_t off = 0;
+    size_t off = 0, aoff = 0;
 
     *nerr = 0;
     for (i = 0; i < n; i++) {
         ssize_t put;
         do {
-            put = write(fd, data + off, lens[i]);
+            if (kind == AIOU_KIND_DATAGRAM) {
+                struct iovec iov = { (void *)(data + off), lens[i] };
+                struct msghdr msg;
+
+                memset(&msg, 0, sizeof(msg));
+                msg.msg_iov = &iov;
+                msg.msg_iovlen = 1;
+                if (addrlens[i]) {
+                    msg.msg_name = (void *)(addrs + aoff);
+                    msg.msg_namelen = addrlens[i];
+                }
+                put = sendmsg(fd, &msg, MSG_DONTWAIT);
+            } else if (flags & AIOU_EMIT_VNET) {
+                struct iovec iov[2] = {
+                    { (void *)zero_vnet_hdr, sizeof(zero_vnet_hdr) },
+                    { (void *)(data + off), lens[i] },
+                };
+                put = writev(fd, iov, 2);
+            } else {
+                put = write(fd, data + off, lens[i]);
+            }
         } while (put < 0 && errno == EINTR);
         if (put < 0 && errno == EAGAIN)
             break;
@@ -620,74 +790,8 @@ int aiou_write_batch(int fd, const char *data, const unsigned *lens,
         if (put < 0)
             (*nerr)++;
         off += lens[i];
+        if (kind == AIOU_KIND_DATAGRAM)
+            aoff += addrlens[i];
     }
     return (int)i;
-}
-
-int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid)
-{
-    struct aiou_bufring *b;
-
-    if (bgid >= AIOU_MAX_GROUPS || !(b = r->groups[bgid]))
-        return -ENOENT;
-    memset(&b->msg, 0, sizeof(b->msg));
-    b->msg.msg_namelen = sizeof(struct sockaddr_storage);
-    b->recvmsg = 1;
-    return 0;
-}
-
-int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
-                                uint64_t ud)
-{
-    struct aiou_bufring *b;
-
-    if (bgid >= AIOU_MAX_GROUPS || !(b = r->groups[bgid]) || !b->recvmsg)
-        return -ENOENT;
-    {
-        GET_SQE_OR_RETURN(r, sqe);
-        io_uring_prep_recvmsg_multishot(sqe, fd, &b->msg, 0);
-        sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = bgid;
-        sqe->user_data = ud;
-    }
-    return 0;
-}
-
-struct aiou_send_slot {
-    struct msghdr msg;
-    struct iovec iov;
-    struct sockaddr_storage addr;
-};
-
-int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
-                     const char *addr, unsigned addrlen, unsigned writer)
-{
-    struct aiou_send_slot *hdr;
-    unsigned char *slot_mem;
-    uint64_t ud;
-    int ret = pool_check(r, (size_t)len + sizeof(*hdr), writer);
-
-    if (ret)
-        return ret;
-    if (addrlen > sizeof(hdr->addr))
-        return -EINVAL;
-    {
-        GET_SQE_OR_RETURN(r, sqe);
-        slot_mem = pool_claim(r, writer, &ud);
-        hdr = (struct aiou_send_slot *)slot_mem;
-        memset(&hdr->msg, 0, sizeof(hdr->msg));
-        memcpy(slot_mem + sizeof(*hdr), data, len);
-        hdr->iov.iov_base = slot_mem + sizeof(*hdr);
-        hdr->iov.iov_len = len;
-        hdr->msg.msg_iov = &hdr->iov;
-        hdr->msg.msg_iovlen = 1;
-        if (addrlen) {
-            memcpy(&hdr->addr, addr, addrlen);
-            hdr->msg.msg_name = &hdr->addr;
-            hdr->msg.msg_namelen = addrlen;
-        }
-        io_uring_prep_sendmsg(sqe, fd, &hdr->msg, 0);
-        sqe->user_data = ud;
-    }
-    return 0;
 }

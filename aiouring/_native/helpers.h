@@ -1,10 +1,11 @@
 /* aiouring native helpers: the whole C boundary of the package.
  *
- * One struct (aiou_ring) owns an io_uring, its registered eventfd and its
- * provided-buffer rings.  Python drives it with one call per operation to
- * prepare SQEs and one call per batch to reap CQEs; packet bytes taken from
- * buffer rings are copied out and the buffers recycled inside aiou_reap, so
- * Python never holds a pointer into kernel-shared memory.
+ * One struct (aiou_ring) owns an io_uring, its registered eventfd, its
+ * provided-buffer rings and the write batches in flight.  Python drives it
+ * with one call per operation to prepare SQEs, one call per flush per sink to
+ * hand over a whole batch of packets, and one call per batch to reap CQEs;
+ * packet bytes taken from buffer rings are copied out and the buffers recycled
+ * inside aiou_reap, so Python never holds a pointer into kernel-shared memory.
  */
 #ifndef AIOURING_HELPERS_H
 #define AIOURING_HELPERS_H
@@ -16,34 +17,27 @@
 
 /* Opcodes and flags newer than liburing 2.3's header. */
 #define AIOU_OP_READ_MULTISHOT 49
-#define AIOU_CQE_F_BUF_MORE (1U << 4)
-#define AIOU_ASYNC_CANCEL_USERDATA (1U << 4)
 
-/* user_data layout: low 48 bits are the op id chosen by Python, bits 48..63
- * hold (buffer group id + 1) for ops that select from a buffer ring, so the
- * reaper knows which ring a CQE's buffer id belongs to. */
+/* user_data layout: the low 48 bits are the op id chosen by Python; bits
+ * 48..63 hold a tag:
+ *   1..AIOU_MAX_GROUPS      (buffer group id + 1): an op selecting from that
+ *                           buffer ring, so the reaper knows whose buffer a
+ *                           CQE carries;
+ *   AIOU_TAG_BATCH          one packet (or one coalesced super-packet) of a
+ *                           write batch: bits 16..47 the batch slot, bits
+ *                           0..15 the output's index in the batch;
+ *   AIOU_TAG_EVENT          never a kernel CQE: records aiou_reap adds for
+ *                           Python (a batch finished; see aiou_reap). */
 #define AIOU_UD_ID_BITS 48
-#define AIOU_MAX_GROUPS 64
+#define AIOU_TAG_BATCH 0xFFFFu
+#define AIOU_TAG_EVENT 0xFFFEu
+#define AIOU_MAX_GROUPS 0xFFF0u
+#define AIOU_MAX_BATCH 4096       /* packets per aiou_emit call */
 
-/* Pooled writes: the packet is copied into a slot of a C-owned pool, so no
- * Python object has to outlive the call.  Their user_data carries
- * AIOU_POOL_GROUP in bits 48..63, the writer in bits 16..47 and the slot in
- * bits 0..15.  A successful pooled write's CQE is consumed inside aiou_reap
- * (slot freed, writer's in-flight count decremented) and never reaches
- * Python; a failed one is handed over like any other CQE. */
-#define AIOU_POOL_GROUP 0xFFFFu
-#define AIOU_MAX_WRITERS 4096
-#define AIOU_MAX_SLOTS 65536
-
-struct aiou_pool {
-    unsigned char *mem;
-    unsigned slot_size;
-    unsigned nslots;
-    unsigned nfree;
-    uint16_t *free;
-    int registered;  /* the pool is registered: writes use WRITE_FIXED */
-    uint32_t inflight[AIOU_MAX_WRITERS];
-};
+/* Write batch kinds and flags. */
+#define AIOU_KIND_PACKET 0        /* write() one packet per SQE (TUN/TAP) */
+#define AIOU_KIND_DATAGRAM 1      /* sendmsg() one datagram per SQE, with its address */
+#define AIOU_EMIT_VNET 1          /* prepend a zero virtio_net_hdr (IFF_VNET_HDR devices) */
 
 struct aiou_bufring {
     struct io_uring_buf_ring *br;
@@ -58,6 +52,26 @@ struct aiou_bufring {
     size_t bufs_bytes;
 };
 
+struct aiou_out {
+    struct msghdr msg;       /* datagrams */
+    struct iovec iov[2];
+    uint32_t first;          /* index of the first input packet this output carries */
+    uint32_t count;          /* how many input packets it carries */
+};
+
+/* One aiou_emit call's worth of writes, alive until its last CQE.  The
+ * packets themselves stay in the caller's buffer (`data`, `addrs`), which the
+ * caller keeps alive until aiou_reap reports the batch done. */
+struct aiou_batch {
+    int fd;
+    unsigned kind;
+    unsigned flags;
+    unsigned refs;           /* SQEs whose CQE is still to come */
+    unsigned nout;
+    uint32_t slot;
+    struct aiou_out out[];
+};
+
 struct aiou_ring {
     struct io_uring ring;
     int eventfd;
@@ -67,11 +81,15 @@ struct aiou_ring {
     unsigned cq_entries;
     unsigned long long submitted;
     unsigned long long reaped;
-    unsigned long long pooled_writes;
+    unsigned long long submit_calls; /* io_uring_enter calls made to submit */
     unsigned long long overflows;  /* reaps that found IORING_SQ_CQ_OVERFLOW set */
-    unsigned pool_free;           /* free write slots, for Python to read */
-    struct aiou_pool *pool;
-    struct aiou_bufring *groups[AIOU_MAX_GROUPS];
+    struct aiou_bufring **groups;  /* by buffer group id, grown on demand */
+    unsigned ngroups;
+    struct aiou_batch **batches;   /* by slot, grown on demand */
+    unsigned nbatches;
+    uint32_t *free_slots;
+    unsigned nfree;
+    unsigned live_batches;
 };
 
 int aiou_ring_open(struct aiou_ring **out, unsigned entries,
@@ -87,52 +105,83 @@ int aiou_prep_readv(struct aiou_ring *r, int fd, const struct iovec *iov,
                     unsigned nr, int64_t offset, uint64_t ud);
 int aiou_prep_writev(struct aiou_ring *r, int fd, const struct iovec *iov,
                      unsigned nr, int64_t offset, uint64_t ud);
+int aiou_prep_poll(struct aiou_ring *r, int fd, unsigned events, uint64_t ud);
 int aiou_prep_cancel(struct aiou_ring *r, uint64_t target, uint64_t ud);
 int aiou_prep_cancel_all(struct aiou_ring *r, uint64_t ud);
 int aiou_prep_read_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
                              uint64_t ud);
+int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
+                                uint64_t ud);
 
 int aiou_submit(struct aiou_ring *r);
 int aiou_wait(struct aiou_ring *r, unsigned timeout_ms);
-unsigned aiou_sq_flags(struct aiou_ring *r);
+
+/* Reap ready CQEs in one pass, advancing the CQ once.
+ *
+ * Packets (CQEs of a multishot read or recvmsg with IORING_CQE_F_MORE and
+ * data) go to pk[3*j .. 3*j+2] = (user_data, arena offset, length): their
+ * bytes are copied into `arena` and the buffer recycled at once.  For a
+ * recvmsg group the arena holds the source address followed by the payload,
+ * and the length field is (address length << 32) | payload length.  Every
+ * other CQE goes to out[5*i .. 5*i+4] = (user_data, res, flags, arena offset
+ * or -1, number of packets before it), so Python can replay both lists in CQ
+ * order.  Successful writes of a batch are consumed here; a failed one is an
+ * `out` entry with its batch user_data; when a batch's last CQE has been
+ * reaped, an `out` entry with user_data (AIOU_TAG_EVENT << 48) | slot tells
+ * Python the batch is done and its buffers may go.  Stops before out, pk or
+ * the arena would overflow; the rest stays queued for the next call. */
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               unsigned char *arena, unsigned arena_size,
               int64_t *pk, unsigned pk_max, unsigned *npk);
 
-int aiou_pool_init(struct aiou_ring *r, unsigned nslots, unsigned slot_size,
-                   int register_buffers);
-int aiou_write_copy(struct aiou_ring *r, int fd, const char *data,
-                    unsigned len, unsigned writer);
-unsigned aiou_writer_inflight(struct aiou_ring *r, unsigned writer);
-
+/* Buffer rings for multishot reads.  bufsize is the largest packet a
+ * buffer can take (a longer one is truncated by the kernel, so size it for
+ * the largest packet the device can produce: the memory is mapped lazily and
+ * only the pages packets touch become resident). */
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize);
+                     unsigned entries, unsigned bufsize, int recvmsg);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
 
-/* Datagrams.  A recvmsg group's packets reach Python as one arena record:
- * [name length: 1 byte][source address][payload] (MSG_TRUNC datagrams are
- * reported with res -EMSGSIZE instead).  aiou_sendto_copy is aiou_write_copy
- * for a sendmsg with a destination address (addrlen 0: the connected peer);
- * the slot holds the msghdr, the iovec, the address and the payload. */
-int aiou_bufring_recvmsg(struct aiou_ring *r, unsigned short bgid);
-int aiou_prep_recvmsg_multishot(struct aiou_ring *r, int fd, unsigned short bgid,
-                                uint64_t ud);
-int aiou_sendto_copy(struct aiou_ring *r, int fd, const char *data, unsigned len,
-                     const char *addr, unsigned addrlen, unsigned writer);
+/* Hand `n` packets to the kernel in one call: packet i is data[off_i ..
+ * off_i + lens[i]) with the packets back to back in `data`; for datagrams its
+ * destination is addrs[aoff_i .. aoff_i + addrlens[i]) (length 0: the
+ * connected peer).  One SQE per packet, user_data (AIOU_TAG_BATCH << 48) |
+ * (slot << 16) | index.  `data` and `addrs` must stay valid until aiou_reap
+ * reports the batch done.  Returns the number of packets taken (all of them
+ * unless the submission queue could not be drained: then the rest is the
+ * caller's to retry), with the batch's slot in *slot, or -errno. */
+int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
+              const unsigned char *data, const uint32_t *lens, unsigned n,
+              const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot);
+/* The input packets batch `slot`'s output `index` carries: *first, *count. */
+int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
+                      uint32_t *first, uint32_t *count);
+unsigned aiou_live_batches(struct aiou_ring *r);
 
 /* Readiness backend: batches of plain syscalls in one call from Python.
  * aiou_read_batch reads packets from a non-blocking fd into `arena` (each at
- * most `bufsize` bytes, back to back) until EAGAIN, `max` packets or a full
- * arena; out[2*i], out[2*i+1] = (offset, length).  Returns the count; a read
- * error other than EAGAIN/EINTR stops the batch and is left in *err as
- * -errno (0 if none).  End of file counts as -ENODATA.
- * aiou_write_batch writes `n` packets laid back to back in `data` (lengths
- * in `lens`), one write() each; errs[i] is 0 or -errno.  It stops at EAGAIN
- * and returns how many packets were handled (written or refused). */
+ * most `bufsize` bytes, back to back) until EAGAIN, `max` packets or too
+ * little arena left for one more; out[2*i], out[2*i+1] = (offset, length).
+ * Returns the count; a read error other than EAGAIN/EINTR stops the batch
+ * and is left in *err as -errno (0 if none).  End of file counts as -ENODATA.
+ * aiou_recv_batch is the same for a datagram socket (recvmsg): each record
+ * is the source address then the payload, out[3*i .. 3*i+2] = (offset,
+ * address length, payload length).  A datagram longer than `bufsize` is
+ * consumed and stops the batch with *err = -EMSGSIZE; any other error stops
+ * it too (an ICMP error queued on the socket is one: the caller reports it
+ * and goes on).
+ * aiou_send_batch writes `n` packets laid out as for aiou_emit, one
+ * write()/sendmsg() each; errs[i] is 0 or -errno.  It stops at EAGAIN and
+ * returns how many packets were handled (written or refused). */
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
                     unsigned bufsize, int64_t *out, unsigned max, int *err);
-int aiou_write_batch(int fd, const char *data, const unsigned *lens,
-                     unsigned n, int *errs, int *nerr);
+int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
+                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+                    const unsigned char *data, const uint32_t *lens, unsigned n,
+                    const unsigned char *addrs, const uint16_t *addrlens,
+                    int *errs, int *nerr);
 
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);

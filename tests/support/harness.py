@@ -7,9 +7,7 @@ import socket
 from typing import Any
 
 import aiouring
-from aiouring.testing import FakeRing, fake_tun
-from aiouring.transport import TunTransport
-from aiouring.device import TunDevice
+from aiouring.testing import FakeRing, fake_device, fake_tun
 from packets import udp, udp_payload
 from support.traffic import is_own
 
@@ -112,11 +110,8 @@ class KernelHarness(Harness):
         self._receiver: socket.socket | None = None
         self._received: list[bytes] = []
 
-    async def connect(self, factory: Any = RecordingProtocol, write_slots: int | None = None, **options: Any) -> tuple[Any, Any]:
+    async def connect(self, factory: Any = RecordingProtocol, **options: Any) -> tuple[Any, Any]:
         options.setdefault("addresses", [f"{LOCAL}/24"])
-        if write_slots is not None:
-            self.ring = aiouring.open_ring(self.backend, write_slots=write_slots)
-            options["ring"] = self.ring
         transport, protocol = await aiouring.create_tun_connection(factory, backend=self.backend, **options)
         self._bind()
         return transport, protocol
@@ -145,10 +140,12 @@ class KernelHarness(Harness):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         assert self._receiver is not None
-        while len(self._received) < n and loop.time() < deadline:
+        while len(self._received) < n:
             try:
                 self._received.append(self._receiver.recv(65535))
             except BlockingIOError:
+                if loop.time() >= deadline:
+                    break
                 await asyncio.sleep(0.001)
         return self._received
 
@@ -168,21 +165,10 @@ class FakeHarness(Harness):
         self.device: Any = None
         self._peer: Any = None
 
-    async def connect(self, factory: Any = RecordingProtocol, read_mode: str = "auto", write_slots: int = 1024, mtu: int = 1500, **options: Any) -> tuple[Any, Any]:
-        import os
-
-        loop = asyncio.get_running_loop()
-        self.ring = FakeRing(write_slots=write_slots)
-        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self.device = self.ring.add_device(fd)
-        protocol = factory()
-        waiter = loop.create_future()
-        transport = TunTransport(
-            loop, self.ring, TunDevice(fd, "faketun0", "tun", False, mtu), protocol,
-            waiter=waiter, read_mode=read_mode,
-        )
-        await waiter
-        return transport, protocol
+    async def connect(self, factory: Any = RecordingProtocol, mtu: int = 1500, **options: Any) -> tuple[Any, Any]:
+        self.ring = FakeRing()
+        device, self.device = fake_device(self.ring, mtu=mtu)
+        return await aiouring.create_tun_connection(factory, device=device, ring=self.ring, **options)
 
     async def open_tun(self, **options: Any) -> aiouring.Tun:
         pair = await fake_tun(**{k: v for k, v in options.items() if k in ("mtu", "max_queued")})

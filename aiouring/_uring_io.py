@@ -1,0 +1,246 @@
+"""Packet I/O on io_uring: multishot reads and recvmsg on buffer rings, and
+write batches (see ``aiouring.packet_io`` for the contract)."""
+from __future__ import annotations
+
+import errno
+from array import array
+from typing import Any
+
+from ._engine import UringEngine
+from ._native import F_MORE, KIND_DATAGRAM, POLLOUT
+from .errors import ClosedError, oserror
+from .packet_io import FATAL_RECEIVE_ERRNOS, REARM_ERRNOS, OnError, OnPackets, OnProgress, OnStopped, SinkBase
+from .sockaddr import from_sockaddr
+
+__all__ = ["UringDatagramSource", "UringPacketSource", "UringSink"]
+
+
+class UringPacketSource:
+    """A multishot read on a buffer ring (``"multishot"``), or one plain read
+    re-armed on each completion (``"single"``)."""
+
+    datagrams = False
+
+    def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None) -> None:
+        self._engine = engine
+        self.fd = fd
+        self.mode = mode
+        self._bufsize = bufsize
+        self._on_packets = on_packets
+        self._on_stopped = on_stopped
+        self._on_error = on_error
+        self._batch: list[Any] = []
+        self._ud: int | None = None
+        self._cancelling = False
+        self._stopped = False
+        self._stop_exc: BaseException | None = None
+        self._stop_pending = False
+        self._buf: bytearray | None = None
+        self._bgid = -1
+        if mode != "single":
+            self._bgid = engine.alloc_group()
+            try:
+                engine.kernel.add_buffer_group(self._bgid, buffers, bufsize, self.datagrams)
+            except BaseException:
+                engine.free_group(self._bgid)
+                raise
+        self._arm()
+
+    @property
+    def active(self) -> bool:
+        return not self._stopped and not self._cancelling
+
+    def _arm(self) -> None:
+        engine = self._engine
+        ud = engine.new_id()
+        if self.mode == "single":
+            self._buf = bytearray(self._bufsize)
+            keep = engine.kernel.prep_read(self.fd, self._buf, -1, ud)
+            engine.register(ud, self._on_cqe, (self, keep))
+        else:
+            ud = engine.group_ud(ud, self._bgid)
+            if self.datagrams:
+                engine.kernel.prep_recvmsg_multishot(self.fd, self._bgid, ud)
+            else:
+                engine.kernel.prep_read_multishot(self.fd, self._bgid, ud)
+            engine.register(ud, self._on_cqe, self)
+        self._ud = ud
+
+    def absorb(self, pk: list[int], arena: Any, i: int, stop: int) -> int:
+        """Take the run of packets for this source starting at ``pk[i]``."""
+        ud = pk[i]
+        append = self._batch.append
+        while i < stop and pk[i] == ud:
+            off = pk[i + 1]
+            append(arena[off : off + pk[i + 2]])
+            i += 3
+        return i
+
+    def _take_final(self, lenfield: int, arena: Any, off: int) -> None:
+        if off >= 0:
+            self._batch.append(arena[off : off + lenfield])
+        else:
+            assert self._buf is not None
+            self._batch.append(bytes(memoryview(self._buf)[:lenfield]))
+
+    @staticmethod
+    def _on_cqe(ctx: Any, res: int, flags: int, arena: Any, off: int) -> None:
+        self: UringPacketSource = ctx if isinstance(ctx, UringPacketSource) else ctx[0]
+        if res > 0:
+            self._take_final(res, arena, off)
+            self._engine.touch(self)
+        elif res < 0 and self._on_error is not None and -res not in FATAL_RECEIVE_ERRNOS and -res not in REARM_ERRNOS and res != -errno.ECANCELED:
+            # one datagram's error (ICMP, truncation): reported, receiving goes on
+            try:
+                self._on_error(oserror(res, f"receive on fd {self.fd}"))
+            except Exception as exc:
+                self._engine.report(exc, "exception in a receive error callback")
+            res = -errno.EAGAIN  # re-arm below if the shot ended
+        if flags & F_MORE:
+            return
+        self._ud = None
+        if self._cancelling:
+            self._stop(None)
+        elif res > 0 or -res in REARM_ERRNOS:
+            self._arm()
+        elif res == 0:
+            self._stop(EOFError(f"end of file on fd {self.fd}"))
+        elif res == -errno.ECANCELED:
+            if self._engine.closing:
+                self._stop(ClosedError("ring closed"))
+            else:
+                self._arm()  # a cancel nobody here asked for
+        else:
+            self._stop(oserror(res, f"read on fd {self.fd}"))
+
+    def _stop(self, exc: BaseException | None) -> None:
+        if self._bgid >= 0:
+            try:
+                self._engine.kernel.remove_buffer_group(self._bgid)
+            finally:
+                self._engine.free_group(self._bgid)
+                self._bgid = -1
+        self._stopped = True
+        self._stop_exc = exc
+        self._stop_pending = True
+        self._engine.touch(self)
+
+    def deliver(self) -> None:
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self._on_packets(batch)
+        if self._stop_pending:
+            self._stop_pending = False
+            self._on_stopped(self._stop_exc)
+
+    def cancel(self) -> None:
+        if self._stopped or self._cancelling:
+            return
+        self._cancelling = True
+        if self._ud is not None:
+            self._engine.cancel(self._ud)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "cancelling" if self._cancelling else "armed"
+        return f"<{type(self).__name__} fd={self.fd} mode={self.mode} {state}>"
+
+
+class UringDatagramSource(UringPacketSource):
+    """A multishot recvmsg: records are (payload, source address)."""
+
+    datagrams = True
+
+    def absorb(self, pk: list[int], arena: Any, i: int, stop: int) -> int:
+        ud = pk[i]
+        append = self._batch.append
+        while i < stop and pk[i] == ud:
+            off, v = pk[i + 1], pk[i + 2]
+            alen = v >> 32
+            append((arena[off + alen : off + alen + (v & 0xFFFFFFFF)], from_sockaddr(arena[off : off + alen])))
+            i += 3
+        return i
+
+    def _take_final(self, lenfield: int, arena: Any, off: int) -> None:
+        alen = lenfield >> 32
+        self._batch.append((arena[off + alen : off + alen + (lenfield & 0xFFFFFFFF)], from_sockaddr(arena[off : off + alen])))
+
+
+class _Batch:
+    """One emit's packets while the kernel works on them."""
+
+    __slots__ = ("owner", "data", "joined", "addrs", "nbytes", "again")
+
+    def __init__(self, owner: "UringSink", data: list[bytes], joined: bytes, addrs: list[bytes], nbytes: int) -> None:
+        self.owner = owner
+        self.data = data  # the packets, for a retry
+        self.joined = joined  # what the kernel reads from: alive until the batch is done
+        self.addrs = addrs
+        self.nbytes = nbytes
+        self.again: list[int] = []  # datagrams the socket could not take (EAGAIN)
+
+
+class UringSink(SinkBase):
+    """Packets leave in write batches: one native call and one SQE each per
+    flush; successful completions never reach Python."""
+
+    __slots__ = ("_poll_ud", "_batches")
+
+    def __init__(self, engine: UringEngine, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int = 0) -> None:
+        super().__init__(engine, fd, kind, on_error, on_progress, flags)
+        self._poll_ud: int | None = None
+        self._batches = 0
+
+    @property
+    def in_kernel(self) -> bool:
+        return self._batches > 0 or self._poll_ud is not None
+
+    def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
+        engine: UringEngine = self.engine
+        joined = b"".join(data)
+        raw_addrs = b"".join(addrs) if self.kind == KIND_DATAGRAM else b""
+        taken, slot = engine.kernel.emit(self.fd, self.kind, self.flags, joined, lens, len(data), raw_addrs, alens if self.kind == KIND_DATAGRAM else None)
+        if taken:
+            kept = nbytes if taken == len(data) else sum(lens[:taken])
+            engine.add_batch(slot, _Batch(self, data, joined, addrs, kept))
+            self._kernel_bytes += kept
+            self._batches += 1
+        return taken
+
+    def batch_failed(self, batch: _Batch, index: int, res: int) -> None:
+        if res == -errno.EAGAIN and self.kind == KIND_DATAGRAM:
+            batch.again.append(index)  # a non-blocking socket with a full send buffer
+        elif not self.closed or res != -errno.ECANCELED:
+            self._error(oserror(res, "sendmsg" if self.kind == KIND_DATAGRAM else f"write to fd {self.fd}"))
+
+    def batch_done(self, batch: _Batch) -> None:
+        self._kernel_bytes -= batch.nbytes
+        self._batches -= 1
+        if batch.again and not self.closed:
+            again = sorted(batch.again)
+            self._wait_writable()  # first: the requeued datagrams wait for it
+            self.requeue([batch.data[i] for i in again], [batch.addrs[i] for i in again] if batch.addrs else [])
+        self._progress()
+
+    def _wait_writable(self) -> None:
+        if self._poll_ud is not None:
+            return
+        engine: UringEngine = self.engine
+        self._blocked = True
+        ud = engine.new_id()
+        engine.kernel.prep_poll(self.fd, POLLOUT, ud)
+        engine.register(ud, UringSink._writable, self)
+        self._poll_ud = ud
+
+    @staticmethod
+    def _writable(self: "UringSink", res: int, flags: int, arena: Any, off: int) -> None:
+        self._poll_ud = None
+        if res < 0 and res != -errno.ECANCELED and not self.closed:
+            self._error(oserror(res, f"poll on fd {self.fd}"))
+        self.unblocked()
+        self._progress()
+
+    def close(self) -> None:
+        super().close()
+        if self._poll_ud is not None and not self.engine.closed:
+            self.engine.cancel(self._poll_ud)

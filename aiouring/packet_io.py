@@ -1,0 +1,229 @@
+"""Packet I/O: the one contract between transports and rings, whatever the backend.
+
+A transport asks its ring for a *source* (a read kept armed on one fd,
+handing over what it reads in batches) and a *sink* (where packets queue and
+leave at the ring's next flush, in order), and never asks which backend it
+runs on.  Both backends deliver the same record shapes, take the same
+arguments and report errors the same way:
+
+* Sources (``Ring.packet_source`` / ``Ring.datagram_source``) call
+  ``on_packets(list_of_bytes)`` (whole packets of a TUN/TAP) or
+  ``on_datagrams(list_of_(payload, address))`` with each batch.
+  ``-EAGAIN``/``-EINTR``/``-ENOBUFS`` are absorbed (the read is re-armed);
+  on a datagram source an error of one datagram (an ICMP error queued on the
+  socket, a datagram longer than the buffers: ``EMSGSIZE``) goes to
+  ``on_error(exc)`` and receiving goes on; any other error stops the source
+  with ``on_stopped(exc)``.  ``cancel()`` stops it: what the kernel had
+  already read is still delivered, then ``on_stopped(None)``.  ``on_stopped``
+  is called exactly once.
+* Sinks (``Ring.packet_sink`` / ``Ring.datagram_sink``) take ``write(packet)``
+  or ``sendto(data, sockaddr)`` and never refuse: the transport applies its
+  water marks to ``buffered`` (every byte accepted and not yet completed by
+  the kernel).  A packet the kernel refuses calls ``on_error(exc)``; later
+  packets go on.  ``on_progress()`` is called when ``buffered`` went down.
+  A datagram the socket cannot take now waits (in order) until it can.
+  ``close()`` stops accepting and drops what was not handed to the kernel;
+  ``in_kernel`` says whether the kernel still holds anything of this sink.
+"""
+from __future__ import annotations
+
+import errno
+from array import array
+from typing import Any, Callable, Protocol
+
+from ._native import KIND_DATAGRAM, MAX_BATCH
+from .errors import ClosedError
+
+__all__ = [
+    "FATAL_RECEIVE_ERRNOS",
+    "REARM_ERRNOS",
+    "DatagramSink",
+    "OnDatagrams",
+    "OnError",
+    "OnPackets",
+    "OnProgress",
+    "OnStopped",
+    "PacketSink",
+    "PacketSource",
+    "SinkBase",
+]
+
+OnPackets = Callable[[list[bytes]], None]
+OnDatagrams = Callable[[list[tuple[bytes, Any]]], None]
+OnStopped = Callable[["BaseException | None"], None]
+OnError = Callable[[OSError], None]
+OnProgress = Callable[[], None]
+
+# Results that only mean "read again"; and the errors that end a datagram
+# receive for good (any other error is about one datagram: ICMP, truncation).
+REARM_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOBUFS})
+FATAL_RECEIVE_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK, errno.EINVAL, errno.EFAULT, errno.EBADFD})
+
+
+class PacketSource(Protocol):
+    """A read kept armed on one fd (see the module docstring)."""
+
+    fd: int
+    mode: str
+    """``"multishot"``, ``"single"`` (io_uring) or ``"readiness"`` (epoll)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class PacketSink(Protocol):
+    """Whole packets to one fd (see the module docstring)."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    @property
+    def in_kernel(self) -> bool: ...
+
+    def write(self, packet: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DatagramSink(Protocol):
+    """Datagrams to one socket (see the module docstring)."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    @property
+    def in_kernel(self) -> bool: ...
+
+    def sendto(self, data: bytes, sockaddr: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SinkBase:
+    """The queue both backends' sinks share: packets wait in a list until the
+    ring's flush calls ``emit``, which hands them over in one native call
+    (``_hand_over``, per backend).  Packets are counted in ``buffered`` from
+    ``write`` until the kernel completed them."""
+
+    __slots__ = (
+        "engine", "fd", "kind", "flags", "closed", "_on_error", "_on_progress",
+        "_data", "_lens", "_addrs", "_alens", "_pending_bytes", "_kernel_bytes", "_queued", "_blocked",
+    )
+
+    def __init__(self, engine: Any, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int = 0) -> None:
+        self.engine = engine
+        self.fd = fd
+        self.kind = kind
+        self.flags = flags
+        self.closed = False
+        self._on_error = on_error
+        self._on_progress = on_progress
+        self._data: list[bytes] = []
+        self._lens = array("I")
+        self._addrs: list[bytes] = []
+        self._alens = array("H")
+        self._pending_bytes = 0
+        self._kernel_bytes = 0
+        self._queued = False  # listed for the ring's next flush
+        self._blocked = False  # the fd cannot take more now: wait for it
+
+    @property
+    def buffered(self) -> int:
+        """Bytes accepted and not yet completed by the kernel."""
+        return self._pending_bytes + self._kernel_bytes
+
+    @property
+    def in_kernel(self) -> bool:
+        return self._kernel_bytes > 0
+
+    def write(self, packet: bytes) -> None:
+        """Queue one packet (``bytes``) for the next flush."""
+        if self.closed:
+            raise ClosedError("the sink is closed")
+        self._data.append(packet)
+        self._lens.append(len(packet))
+        self._pending_bytes += len(packet)
+        if not self._queued and not self._blocked:
+            self._queued = True
+            self.engine.mark_dirty(self)
+
+    def sendto(self, data: bytes, sockaddr: bytes) -> None:
+        """Queue one datagram to a raw ``struct sockaddr`` (empty: the connected peer)."""
+        if self.closed:
+            raise ClosedError("the sink is closed")
+        self._data.append(data)
+        self._lens.append(len(data))
+        self._addrs.append(sockaddr)
+        self._alens.append(len(sockaddr))
+        self._pending_bytes += len(data)
+        if not self._queued and not self._blocked:
+            self._queued = True
+            self.engine.mark_dirty(self)
+
+    def emit(self) -> None:
+        """Hand what is queued to the kernel (called by the ring's flush)."""
+        self._queued = False
+        while self._data and not self._blocked and not self.closed:
+            n = min(len(self._data), MAX_BATCH)
+            if n == len(self._data):
+                data, lens, addrs, alens = self._data, self._lens, self._addrs, self._alens
+                self._data, self._lens, self._addrs, self._alens = [], array("I"), [], array("H")
+            else:
+                data, lens, addrs, alens = self._data[:n], self._lens[:n], self._addrs[:n], self._alens[:n]
+                del self._data[:n], self._lens[:n], self._addrs[:n], self._alens[:n]
+            nbytes = sum(lens)
+            self._pending_bytes -= nbytes
+            taken = self._hand_over(data, lens, addrs, alens, nbytes)
+            if taken < n:
+                self.requeue(data[taken:], addrs[taken:])
+                break
+
+    def requeue(self, data: list[bytes], addrs: list[bytes]) -> None:
+        """Put packets back at the head of the queue, in order (the kernel
+        could not take them yet)."""
+        if not data:
+            return
+        self._data[:0] = data
+        self._lens[:0] = array("I", map(len, data))
+        if self.kind == KIND_DATAGRAM:
+            self._addrs[:0] = addrs
+            self._alens[:0] = array("H", map(len, addrs))
+        self._pending_bytes += sum(map(len, data))
+        if not self._queued and not self._blocked:
+            self._queued = True
+            self.engine.mark_dirty(self)
+
+    def unblocked(self) -> None:
+        """The fd can take more: the queue goes out at the next flush."""
+        self._blocked = False
+        if self._data and not self._queued and not self.closed:
+            self._queued = True
+            self.engine.mark_dirty(self)
+
+    def close(self) -> None:
+        """Accept nothing more; drop what the kernel has not been handed."""
+        self.closed = True
+        self._data, self._lens, self._addrs, self._alens = [], array("I"), [], array("H")
+        self._pending_bytes = 0
+
+    def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
+        raise NotImplementedError
+
+    def _progress(self) -> None:
+        try:
+            self._on_progress()
+        except Exception as exc:
+            self.engine.report(exc, "exception in a sink's progress callback")
+
+    def _error(self, exc: OSError) -> None:
+        try:
+            self._on_error(exc)
+        except Exception as exc2:
+            self.engine.report(exc2, "exception in a sink's error callback")
+
+    def __repr__(self) -> str:
+        kind = "datagram" if self.kind == KIND_DATAGRAM else "packet"
+        state = "closed" if self.closed else "blocked" if self._blocked else "open"
+        return f"<{type(self).__name__} {kind} fd={self.fd} {state} buffered={self.buffered}>"
