@@ -137,6 +137,17 @@ static inline void store_csum(uint8_t *field, uint64_t sum)
     memcpy(field, &c, 2);
 }
 
+/* An IPv4 header checksum is stored as computed, zero included (ip_send_check
+ * does not remap it). */
+static inline void store_ip_csum(uint8_t *ip, unsigned ihl)
+{
+    uint16_t c;
+
+    ip[10] = ip[11] = 0;
+    c = (uint16_t)~fold_native(sum_native(ip, ihl, 0));
+    memcpy(ip + 10, &c, 2);
+}
+
 static inline uint64_t pseudo_native(const uint8_t *src, const uint8_t *dst,
                                      unsigned alen, unsigned proto,
                                      uint32_t l4_len)
@@ -254,8 +265,6 @@ static int split_parse(const uint8_t *in, size_t in_len, struct split *s,
         s->mode = 1;
         return 0;
     }
-    if (gso_type & ~(unsigned)(0x7f | AIOU_VNET_GSO_ECN))
-        FAIL("unknown bits in gso_type");
     s->gso_type = gso_type & ~(unsigned)AIOU_VNET_GSO_ECN;
     switch (s->gso_type) {
     case AIOU_VNET_GSO_TCPV4:
@@ -402,8 +411,7 @@ int aiou_tun_split(const uint8_t *in, size_t in_len, uint8_t *out,
         } else {
             put16(o + 2, seg_len);
             put16(o + 4, get16(p + 4) + i);
-            o[10] = o[11] = 0;
-            store_csum(o + 10, sum_native(o, cs, 0));
+            store_ip_csum(o, cs);
         }
         if (s.tcp) {
             uint8_t fl = o[cs + 13];
@@ -486,7 +494,10 @@ static void gro_classify(const uint8_t *p, unsigned len, unsigned flags,
         if (l3 < 20 || l3 > len || (get16(p + 6) & 0x1fff) != 0)
             return;  /* later fragments carry no ports; reassembly reorders anyway */
         proto = p[9];
-        ok_ip = l3 == 20 && get16(p + 2) == len && !(p[6] & 0x20);
+        /* the kernel's GRO checks the header checksum too: merging would
+         * launder a corrupt header into a fresh one */
+        ok_ip = l3 == 20 && get16(p + 2) == len && !(p[6] & 0x20) &&
+                fold_native(sum_native(p, 20, 0)) == 0xffff;
         alen = 4;
     } else if (v == 6) {
         unsigned nh;
@@ -598,9 +609,11 @@ static int can_append(const uint8_t *const *pkts, const unsigned *lens,
         if (g[k].seq != o->next_seq)
             return 0;
         /* ack, data offset, reserved bits, window: what the kernel's
-         * tcp_gro_receive flushes on; then the options byte for byte */
+         * tcp_gro_receive flushes on; the urgent pointer, which the merged
+         * header could only keep from the first; the options byte for byte */
         if (memcmp(a + l3 + 8, b + l3 + 8, 5) != 0 ||
             memcmp(a + l3 + 14, b + l3 + 14, 2) != 0 ||
+            memcmp(a + l3 + 18, b + l3 + 18, 2) != 0 ||
             memcmp(a + l3 + 20, b + l3 + 20, l4 - 20) != 0)
             return 0;
     }
@@ -753,8 +766,7 @@ static void merged_headers(const uint8_t *const *pkts,
         put16(ip + 4, total - 40);
     } else {
         put16(ip + 2, total);
-        ip[10] = ip[11] = 0;
-        store_csum(ip + 10, sum_native(ip, 20, 0));
+        store_ip_csum(ip, 20);
     }
     if (tcp) {
         if (o->psh)

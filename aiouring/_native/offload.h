@@ -150,10 +150,11 @@ struct aiou_gro_plan {
  * flow (addresses, protocol, ports) keep their relative order, because a
  * packet only ever joins the flow's most recent output.
  *
- * Merged (flags & AIOU_GRO_TCP): IPv4 without options or fragmentation, or
- * IPv6 with TCP as next header; IP length field equal to the buffer length;
- * flags exactly ACK or ACK|PSH and at least one payload byte; the same
- * addresses, ports, ack number, window, data offset and option bytes; IPv4
+ * Merged (flags & AIOU_GRO_TCP): IPv4 without options or fragmentation and
+ * with a valid header checksum, or IPv6 with TCP as next header; IP length
+ * field equal to the buffer length; flags exactly ACK or ACK|PSH and at least
+ * one payload byte; the same addresses, ports, ack number, window, urgent
+ * pointer, data offset and option bytes; IPv4
  * the same TOS, TTL and DF/reserved bits, IPv6 the same first four bytes
  * (version, traffic class, flow label) and hop limit; sequence numbers
  * contiguous in input order; every segment as long as the first except a

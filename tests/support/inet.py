@@ -131,7 +131,7 @@ class Flow:
         "bad" (valid plus one), "zero"."""
         seed = pseudo_sum(addr(self.src), self.pseudo_dst(), proto, len(l4))
         if csum == "full":
-            value = checksum(l4, seed) or (0xFFFF if proto == UDP else 0)
+            value = checksum(l4, seed) or 0xFFFF  # as skb_checksum_help stores a zero result
         elif csum == "partial":
             value = seed
         elif csum == "bad":
