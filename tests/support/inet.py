@@ -204,3 +204,27 @@ def checksums_valid(pkt: bytes) -> bool:
     if p.version == 4 and ones_sum(pkt[: p.l3]) != 0xFFFF:
         return False
     return ones_sum(pkt[p.l3 :], pseudo_sum(p.src, p.dst, p.proto, len(pkt) - p.l3)) == 0xFFFF
+
+
+def syn_options(mss: int, wscale: int) -> bytes:
+    """MSS and window-scale options, padded to 8 bytes (what a SYN or SYN-ACK carries here)."""
+    return struct.pack("!BBH", 2, 4, mss) + b"\x01" + struct.pack("!BBB", 3, 3, wscale)
+
+
+def tcp_option(pkt: bytes, kind: int) -> bytes | None:
+    """The body of TCP option ``kind`` in ``pkt``, if present."""
+    p = parse(pkt)
+    opts = pkt[p.l3 + 20 : p.l3 + p.thl]
+    i = 0
+    while i < len(opts):
+        k = opts[i]
+        if k == 0:
+            break
+        if k == 1:
+            i += 1
+            continue
+        n = opts[i + 1]
+        if k == kind:
+            return opts[i + 2 : i + n]
+        i += max(n, 2)
+    return None
