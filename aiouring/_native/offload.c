@@ -447,7 +447,6 @@ int aiou_tun_split(const uint8_t *in, size_t in_len, uint8_t *out,
         unsigned seg_pay = payload - at < s.gso ? (unsigned)(payload - at) : s.gso;
         unsigned seg_len = hdrs + seg_pay, l4_len = seg_len - cs;
         uint8_t *o = out + used;
-
         uint64_t sum;
 
         memcpy(o, p, hdrs);
@@ -881,7 +880,7 @@ int aiou_tun_coalesce_iov(const uint8_t *const *pkts, const unsigned *lens,
         memset(hdr, 0, AIOU_VNET_HDR_LEN);
         iov[0].iov_base = hdr;
         iov[0].iov_len = AIOU_VNET_HDR_LEN;
-        iov[1].iov_base = (void *)pkts[mem[0]];
+        iov[1].iov_base = (void *)(uintptr_t)pkts[mem[0]];  /* writev never writes */
         iov[1].iov_len = lens[mem[0]];
         return 2;
     }
@@ -890,7 +889,7 @@ int aiou_tun_coalesce_iov(const uint8_t *const *pkts, const unsigned *lens,
     iov[0].iov_base = hdr;
     iov[0].iov_len = AIOU_VNET_HDR_LEN + hdrs;
     for (c = 0; c < o->count; c++) {
-        iov[c + 1].iov_base = (void *)(pkts[mem[c]] + hdrs);
+        iov[c + 1].iov_base = (void *)(uintptr_t)(pkts[mem[c]] + hdrs);
         iov[c + 1].iov_len = lens[mem[c]] - hdrs;
     }
     return (int)o->count + 1;

@@ -87,8 +87,12 @@ int aiou_tun_split_size(const uint8_t *in, size_t in_len,
  *
  * Returns the packet count (>= 1), -EINVAL for input that is malformed or
  * inconsistent, or -ENOSPC when `out_cap` bytes or `max_pkts` entries are too
- * few (nothing useful is in `out` then).  When `why` is not NULL a refusal
- * stores a static English sentence there.
+ * few or `out`/`lens` is NULL (nothing useful is in `out` then; the sizes
+ * aiou_tun_split_size reports always suffice).  When `why` is not NULL a
+ * refusal stores a static English sentence there.  At most
+ * AIOU_VNET_HDR_LEN + AIOU_OFFLOAD_MAX_IPV6 bytes of input are accepted; a
+ * 64 KiB read at gso_size 1380 makes at most 48 packets; a pathological
+ * gso_size of 1 makes one per payload byte (callers bound it by max_pkts).
  *
  * - GSO_NONE without NEEDS_CSUM: the packet, copied as is.
  * - GSO_NONE with NEEDS_CSUM: the packet with its partial checksum completed
@@ -144,7 +148,8 @@ struct aiou_gro_plan {
 /* Decide how `n` outgoing IP packets (pkts[i], lens[i]) become TUN writes.
  *
  * Returns the number of outputs (plan->n_out, 1..n; 0 when n is 0), or
- * -EINVAL (a NULL pointer with n > 0) or -E2BIG (n > AIOU_GRO_MAX_IN).
+ * -EINVAL (plan NULL, pkts or lens NULL with n > 0, a NULL packet with a
+ * non-zero length) or -E2BIG (n > AIOU_GRO_MAX_IN).
  * Content never makes it fail: a packet that cannot be merged is an output of
  * its own.  Outputs are in the order of their first packet; packets of one
  * flow (addresses, protocol, ports) keep their relative order, because a
