@@ -1,8 +1,8 @@
 """cffi build script for aiouring's native module (API mode, against liburing).
 
-Declarative on purpose: the cdef is `cdef.h`, the C is `helpers.c`; this file
-only wires them together and stops with a useful message when liburing's
-headers are missing.
+Declarative on purpose: the cdef is `cdef.h` plus `cdef_offload.h`, the C is
+`helpers.c` and `offload.c`; this file only wires them together and stops
+with a useful message when liburing's headers are missing.
 """
 import os
 import sys
@@ -30,11 +30,11 @@ def _check_liburing() -> None:
 _check_liburing()
 
 ffibuilder = FFI()
-ffibuilder.cdef(_read("cdef.h"))
+ffibuilder.cdef(_read("cdef.h") + "\n" + _read("cdef_offload.h"))
 ffibuilder.set_source(
     "aiouring._native._uring",
-    '#include "helpers.h"\n',
-    sources=[os.path.relpath(os.path.join(HERE, "helpers.c"))],
+    '#include "helpers.h"\n#include "offload.h"\n',
+    sources=[os.path.relpath(os.path.join(HERE, name)) for name in ("helpers.c", "offload.c")],
     include_dirs=[os.path.relpath(HERE)],
     libraries=["uring"],
     extra_compile_args=["-O2", "-Wall"] + os.environ.get("AIOURING_CFLAGS", "").split(),
