@@ -127,6 +127,14 @@ class TunSide(aiouring.TunProtocol):
     def packets_received(self, packets: list[bytes]) -> None:
         self.tunnel.from_tun(packets)
 
+    def error_received(self, exc: Exception) -> None:
+        # one TUN write refused (EIO while the link is down, EINVAL for a packet
+        # the driver rejects): that packet is lost, the transport goes on
+        self.tunnel.count("tun_" + errno.errorcode.get(getattr(exc, "errno", 0) or 0, "error"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.lost("the TUN transport", exc)
+
 
 class UdpSide(asyncio.DatagramProtocol):
     def __init__(self, tunnel: "Tunnel") -> None:
@@ -140,104 +148,230 @@ class UdpSide(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # counted by errno name: ECONNREFUSED while the peer is down is expected
-        key = "udp_" + errno.errorcode.get(getattr(exc, "errno", 0) or 0, "error")
-        stats = self.tunnel.sealer.stats
-        stats[key] = stats.get(key, 0) + 1
+        self.tunnel.count("udp_" + errno.errorcode.get(getattr(exc, "errno", 0) or 0, "error"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.lost("the UDP endpoint", exc)
 
 
 class Tunnel:
-    """One side of the tunnel, on any plumbing (see ``open_tunnel``)."""
+    """One side of the tunnel, on any plumbing (see ``open_tunnel``).
 
-    def __init__(self, key: bytes | None, peer: Any) -> None:
+    Nothing that arrives may take the tunnel down: a packet or datagram that
+    cannot be forwarded is dropped and counted by reason.  If a transport dies
+    anyway (``connection_lost`` before we closed it), ``failed`` gets the
+    reason and ``run`` exits non-zero, so a dead tunnel never looks alive."""
+
+    def __init__(self, key: bytes | None, peer: Any, mtu: int) -> None:
         self.sealer = Sealer(key)
+        self.stats = self.sealer.stats
         self.peer = peer
+        self.mtu = mtu
         self.tun_write: Any = None
         self.udp: Any = None
         self.closers: list[Any] = []
+        self.closing = False
+        self.failed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def count(self, reason: str) -> None:
+        self.stats[reason] = self.stats.get(reason, 0) + 1
+
+    def lost(self, what: str, exc: BaseException | None) -> None:
+        if self.closing or self.failed.done():
+            return
+        self.failed.set_result(f"{what} failed: {exc!r}" if exc is not None else f"{what} closed unexpectedly")
 
     def from_tun(self, packets: list[bytes]) -> None:
-        peer = self.peer
-        if peer is None:
-            return  # nobody to send to yet
-        seal, sendto = self.sealer.seal, self.udp.sendto
-        for packet in packets:
-            sendto(seal(packet), peer)
+        peer, udp = self.peer, self.udp
+        if peer is None or udp is None:
+            # nobody to send to yet (no --peer and no authentic datagram so far),
+            # or the UDP side is not up: the kernel's own IPv6 router
+            # solicitations and MLD reports come the moment the TUN is up
+            self.stats["tun_dropped"] = self.stats.get("tun_dropped", 0) + len(packets)
+            return
+        seal, sendto = self.sealer.seal, udp.sendto
+        try:
+            for packet in packets:
+                sendto(seal(packet), peer)
+        except Exception as exc:  # never into the TUN transport: that would close it
+            self.count("udp_send_" + type(exc).__name__)
 
     def from_udp(self, datagrams: list[tuple[bytes, Any]]) -> None:
-        open_, write = self.sealer.open, self.tun_write
+        open_, write, mtu = self.sealer.open, self.tun_write, self.mtu
         for data, addr in datagrams:
             packet = open_(data)
-            if packet is not None:
-                if self.peer != addr:
-                    self.peer = addr  # roaming: answer where authentic traffic comes from
+            if packet is None:
+                continue
+            if len(packet) > mtu:
+                # a peer with a larger --mtu, or anyone with --plain: the TUN
+                # would refuse it (ValueError), so it never gets there
+                self.count("oversize")
+                continue
+            if self.peer != addr:
+                self.peer = addr  # roaming: answer where authentic traffic comes from
+            try:
                 write(packet)
+            except Exception as exc:  # never into the UDP transport: that would close it
+                self.count("tun_write_" + type(exc).__name__)
 
     def close(self) -> None:
+        self.closing = True
         for close in self.closers:
             close()
 
 
 async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunnel, str]:
+    """Bring up both sides.  The UDP endpoint comes first: the TUN starts
+    delivering packets (the kernel's own IPv6 ones at least) the moment it is
+    up, and each of them goes straight out to the peer."""
     peer = _hostport(args.peer) if args.peer else None
-    tunnel = Tunnel(key, peer)
+    tunnel = Tunnel(key, peer, args.mtu)
     listen = _hostport(args.listen)
     loop = asyncio.get_running_loop()
     mtu = args.mtu
-    if args.io == "aiouring":
-        tun_t, _ = await aiouring.create_tun_connection(lambda: TunSide(tunnel), args.name, addresses=[args.address], mtu=mtu, backend=args.backend)
-        udp_t, _ = await aiouring.create_datagram_endpoint(
-            lambda: UdpSide(tunnel), local_addr=listen, backend=args.backend,
-            max_datagram_size=mtu + OVERHEAD + 64, receive_buffers=1024,
-        )
-        _big_buffers(udp_t)
-        tunnel.tun_write, tunnel.udp = tun_t.write, udp_t
-        tunnel.closers = [tun_t.close, udp_t.close]
-        return tunnel, tun_t.get_extra_info("name")
-    device = aiouring.TunDevice.open(args.name)
-    await device.configure(addresses=[args.address], mtu=mtu)
-    fd = device.fileno()
-    udp_t, _ = await loop.create_datagram_endpoint(lambda: UdpSide(tunnel), local_addr=listen)
-    _big_buffers(udp_t)
-    tunnel.udp = udp_t
-    if args.io == "stdlib-drain":
-        def on_readable() -> None:
-            packets = []
-            try:
-                for _ in range(64):
-                    packets.append(os.read(fd, 65536))
-            except BlockingIOError:
-                pass
+    try:
+        if args.io == "aiouring":
+            udp_t, _ = await aiouring.create_datagram_endpoint(
+                lambda: UdpSide(tunnel), local_addr=listen, backend=args.backend,
+                max_datagram_size=mtu + OVERHEAD + 64, receive_buffers=1024,
+            )
+            tunnel.closers.append(udp_t.close)
+            _big_buffers(udp_t.get_extra_info("socket"))
+            tunnel.udp = udp_t
+            tun_t, _ = await aiouring.create_tun_connection(lambda: TunSide(tunnel), args.name, addresses=[args.address], mtu=mtu, backend=args.backend)
+            tunnel.closers.insert(0, tun_t.close)
+            tunnel.tun_write = tun_t.write
+            return tunnel, tun_t.get_extra_info("name")
+        if args.io == "stdlib-drain":
+            tunnel.udp = DrainUdp(tunnel, listen)
+            tunnel.closers.append(tunnel.udp.close)
+        else:  # stdlib-pipes: asyncio's own datagram endpoint, one recvfrom per readiness callback
+            udp_t, _ = await loop.create_datagram_endpoint(lambda: UdpSide(tunnel), local_addr=listen)
+            tunnel.closers.append(udp_t.close)
+            _big_buffers(udp_t.get_extra_info("socket"))
+            tunnel.udp = udp_t
+        device = aiouring.TunDevice.open(args.name)
+        tunnel.closers.append(device.close)
+        await device.configure(addresses=[args.address], mtu=mtu)
+        fd = device.fileno()
+        if args.io == "stdlib-drain":
+            _drain_tun(tunnel, fd)
+        else:
+            await _pipe_tun(tunnel, fd)
+        return tunnel, device.name
+    except BaseException:
+        tunnel.close()
+        raise
+
+
+DRAIN_BATCH = 64  # bounded, so one busy fd cannot starve the other or the loop
+
+
+class DrainUdp:
+    """The best stdlib recipe for UDP: a non-blocking socket, ``add_reader``,
+    and a bounded ``recvfrom`` drain per readiness callback (asyncio's own
+    endpoint takes one datagram per callback).  ``sendto`` is a direct
+    non-blocking send; a full socket buffer drops the datagram, as a router
+    would (counted)."""
+
+    def __init__(self, tunnel: Tunnel, listen: tuple[str, int]) -> None:
+        self.tunnel = tunnel
+        self.loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.bind(listen)
+            _big_buffers(self.sock)
+            self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _on_readable(self) -> None:
+        recvfrom, datagrams = self.sock.recvfrom, []
+        try:
+            for _ in range(DRAIN_BATCH):
+                datagrams.append(recvfrom(65536))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:  # a queued ICMP error (ECONNREFUSED...): per datagram, as error_received
+            self.tunnel.count("udp_" + errno.errorcode.get(exc.errno or 0, "error"))
+        if datagrams:
+            self.tunnel.from_udp(datagrams)
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.tunnel.count("udp_send_full")
+        except OSError as exc:
+            self.tunnel.count("udp_" + errno.errorcode.get(exc.errno or 0, "error"))
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+def _drain_tun(tunnel: Tunnel, fd: int) -> None:
+    """The add_reader + bounded os.read drain on the TUN."""
+    loop = asyncio.get_running_loop()
+    read = os.read
+
+    def on_readable() -> None:
+        packets = []
+        try:
+            for _ in range(DRAIN_BATCH):
+                packets.append(read(fd, 65536))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:  # EBADFD once the interface is gone: the TUN is dead
+            loop.remove_reader(fd)
+            tunnel.lost("the TUN (drain recipe)", exc)
+        if packets:
             tunnel.from_tun(packets)
 
-        def tun_write(packet: bytes) -> None:
-            try:
-                os.write(fd, packet)
-            except OSError:
-                pass
+    def tun_write(packet: bytes) -> None:
+        try:
+            os.write(fd, packet)
+        except OSError as exc:
+            tunnel.count("tun_" + errno.errorcode.get(exc.errno or 0, "error"))
 
-        loop.add_reader(fd, on_readable)
-        tunnel.tun_write = tun_write
-        tunnel.closers = [lambda: loop.remove_reader(fd), udp_t.close, device.close]
-    else:  # stdlib-pipes
-        class PipeSide(asyncio.Protocol):
-            def data_received(self, data: bytes) -> None:
-                tunnel.from_tun([data])
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, on_readable)
+    tunnel.tun_write = tun_write
+    tunnel.closers.insert(0, lambda: loop.remove_reader(fd))
 
-        rfile = os.fdopen(os.dup(fd), "rb", buffering=0)
-        wfile = os.fdopen(os.dup(fd), "wb", buffering=0)
-        rt, _ = await loop.connect_read_pipe(PipeSide, rfile)
-        wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
-        tunnel.tun_write = wt.write
-        tunnel.closers = [rt.close, wt.close, udp_t.close, device.close]
-    return tunnel, device.name
+
+async def _pipe_tun(tunnel: Tunnel, fd: int) -> None:
+    """asyncio's connect_read_pipe/connect_write_pipe on the TUN: the naive baseline."""
+    loop = asyncio.get_running_loop()
+
+    class PipeSide(asyncio.Protocol):
+        def __init__(self, what: str) -> None:
+            self.what = what
+
+        def data_received(self, data: bytes) -> None:
+            tunnel.from_tun([data])
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            tunnel.lost(self.what, exc)
+
+    rfile = os.fdopen(os.dup(fd), "rb", buffering=0)
+    wfile = os.fdopen(os.dup(fd), "wb", buffering=0)
+    rt, _ = await loop.connect_read_pipe(lambda: PipeSide("the TUN read pipe"), rfile)
+    tunnel.closers.insert(0, rt.close)
+    wt, _ = await loop.connect_write_pipe(lambda: PipeSide("the TUN write pipe"), wfile)
+    tunnel.closers.insert(0, wt.close)
+    tunnel.tun_write = wt.write
 
 
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux; not exported by the socket module
 
 
-def _big_buffers(transport: Any) -> None:
+def _big_buffers(sock: Any) -> None:
     """Socket buffers of 4 MiB, past net.core.[rw]mem_max when root, as wireguard-go does."""
-    sock = transport.get_extra_info("socket")
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, 4 << 20)
@@ -271,23 +405,26 @@ def load_key(args: argparse.Namespace) -> bytes | None:
     return key
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace) -> int:
     key = load_key(args)
     tunnel, name = await open_tunnel(args, key)
     mode = "plain" if key is None else "chacha20-poly1305"
-    print(f"ready: {name} {args.address} <-> {args.peer or 'any peer'} over UDP {args.listen} ({mode}, io={args.io})", flush=True)
-    stop = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    try:
-        await asyncio.wait_for(asyncio.shield(stop), args.duration)
-    except asyncio.TimeoutError:
-        pass
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    await asyncio.sleep(0)  # let connection_made and any immediate failure run before saying ready
+    if not tunnel.failed.done():
+        print(f"ready: {name} {args.address} <-> {args.peer or 'any peer'} over UDP {args.listen} ({mode}, io={args.io})", flush=True)
+    done, _ = await asyncio.wait([stop, tunnel.failed], timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+    failure = tunnel.failed.result() if tunnel.failed.done() else None
     tunnel.close()
     await asyncio.sleep(0.05)
-    stats = tunnel.sealer.stats
-    print("counters: " + " ".join(f"{k}={v}" for k, v in stats.items()), flush=True)
-    return stats
+    print("counters: " + " ".join(f"{k}={v}" for k, v in tunnel.stats.items()), flush=True)
+    if failure is not None:
+        print(f"tunnel.py: {failure}; exiting", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,10 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(run(args))
-    else:
-        asyncio.run(run(args))
-    return 0
+        return uvloop.run(run(args))
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

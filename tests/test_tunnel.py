@@ -14,6 +14,7 @@ import time
 import pytest
 from pyroute2 import netns as pyroute_netns
 
+from packets import udp as udp_packet
 from support.netns import two_namespaces
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -33,12 +34,16 @@ def start_tunnel(ns: str, inner: str, peer: str, *extra: str) -> subprocess.Pope
     return proc
 
 
+def parse_counters(out: str) -> dict[str, int]:
+    counters = re.search(r"counters: (.*)", out).group(1)
+    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+
+
 def stop_tunnel(proc: subprocess.Popen) -> dict[str, int]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    counters = re.search(r"counters: (.*)", out).group(1)
-    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+    return parse_counters(out)
 
 
 def ping(ns: str, target: str, count: int = 3) -> subprocess.CompletedProcess:
@@ -184,3 +189,53 @@ def test_wrong_key_gets_nothing_through(lab):
         stop_tunnel(side_a)
         counters_b = stop_tunnel(side_b)
     assert counters_b["rejected"] >= 2 and counters_b["received"] == 0
+
+
+PLUMBINGS = [("aiouring", "uring"), ("aiouring", "epoll"), ("stdlib-drain", "auto"), ("stdlib-pipes", "auto")]
+
+
+@pytest.mark.parametrize("io,backend", PLUMBINGS)
+def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend):
+    """The TUN interface deleted under a running tunnel (its reads fail with
+    EBADFD from then on): the process must not go on as a dead tunnel."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", io, "--backend", backend, "--name", "aioutun7")
+    try:
+        subprocess.run(["ip", "netns", "exec", a, "ip", "link", "del", "aioutun7"], check=True)
+        out, err = side_a.communicate(timeout=20)  # the deadline: it must exit by itself
+    finally:
+        if side_a.poll() is None:
+            side_a.kill()
+            side_a.communicate()
+    assert side_a.returncode not in (0, None), err
+    assert "TUN" in err and "exiting" in err, err
+
+
+def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab):
+    """A has --mtu 1480, B 1420: A's 1458-byte packet authenticates at B but
+    cannot go into B's TUN; B drops and counts it and stays up."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY, "--mtu", "1480")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        big = subprocess.run(["ip", "netns", "exec", a, "ping", "-c", "1", "-W", "1", "-s", "1430", "-M", "dont", B_INNER], capture_output=True, text=True, timeout=30)
+        assert "0 received" in big.stdout, big.stdout + big.stderr
+        assert "3 received" in ping(a, B_INNER).stdout  # the tunnel is still up
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["oversize"] == 1
+
+
+def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain")
+    try:
+        packet = udp_packet(A_INNER, B_INNER, 1000, 2000, b"x" * 1422)  # 1450 bytes: within the receive buffer, above B's MTU
+        send_from(a, b"\0" * 12 + packet, (B_UNDERLAY, 51820))
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["oversize"] == 1
