@@ -9,20 +9,55 @@ packet sealed with ChaCha20-Poly1305.
         --peer 192.168.77.2:51820 --key-file psk     --peer 192.168.77.1:51820 --key-file psk
 
 The key is 32 bytes, given in hex with --key or in a file (hex or raw).
-Wire format of a datagram: a 4-byte sender salt, chosen at random when the
-process starts, an 8-byte counter, then the ChaCha20-Poly1305 ciphertext of
-the packet; salt and counter form the 12-byte nonce and are authenticated, so
-a nonce never repeats (a restarted peer picks a new salt) and any change to a
-datagram makes it fail authentication.  Each receiver keeps a 2048-packet
-sliding replay window per sender salt (for the last 4 salts), so a replayed
-datagram is dropped.  Without --peer the tunnel waits and answers the last
-address that sent it an authentic datagram.  --plain skips the encryption
-(same framing) to measure the data path alone.
+
+Wire format of a datagram: a 4-byte sender id (from the sender's tunnel
+address: the two sides have different ones), a 4-byte salt chosen at random
+when the process starts, an 8-byte counter, then the ChaCha20-Poly1305
+ciphertext of the packet.  Salt and counter form the 12-byte nonce; the whole
+16-byte header is authenticated, so any change to a datagram makes it fail.
+The counter of a process starts at the wall clock in nanoseconds and goes up
+by one per datagram; no process sends one datagram per nanosecond, so the
+counters of a restarted peer start above everything its earlier lives sent.
+
+The replay rule (receiver side; O(1) state, no list of salts to overflow):
+
+* a datagram carrying this side's own sender id is refused (``reflected``):
+  both directions share the key, so without the id an attacker could bounce
+  a side's own datagrams back to it;
+* the receiver knows one *current* peer salt and one 2048-counter sliding
+  window over the peer's counters (RFC 6479).  A datagram with the current
+  salt is accepted if the window takes its counter (new, or late but inside
+  the window and not seen);
+* a datagram with any other salt is a new life of the peer only if its
+  counter is above every counter seen so far; then its salt becomes the
+  current one.  Anything else is refused (``replayed``): datagrams of a
+  superseded life, however many restarts ago, never come back, and a
+  restarted peer is accepted at once because its counters start higher;
+* the tunnel roams (answers a new UDP address) only on a datagram that was
+  delivered and is newer than anything seen before (``roamed`` counts it);
+  a replay can neither be delivered nor move the tunnel.
+
+Limits, stated plainly: the state lives in memory.  After *this* side
+restarts it accepts the first authentic datagram of any life, so recorded
+datagrams can be delivered (each at most once, in rising order) until the
+live peer's next datagram, which is newer than any recording and pulls the
+tunnel back.  A peer whose clock stepped back by more than the gap since its
+last life is refused until its clock catches up: restart this side too.
+
+Without --peer the tunnel waits and answers the last address that sent it an
+authentic datagram.  --plain skips the encryption (same framing) to measure
+the data path alone: it authenticates nothing, so it has no replay window and
+roams only without --peer; never use it on a link others can reach.
+Nothing received can take the tunnel down: a datagram or packet that cannot
+be forwarded (malformed, forged, replayed, larger than the local --mtu) is
+dropped and counted by reason in the counters printed on exit.  If a
+transport dies anyway, the process says so on stderr and exits with 1.
 
 --io picks the plumbing: aiouring (default: TUN transport + UDP endpoint on the
-ring), or, for comparison, the stdlib with the add_reader drain recipe on the
-TUN (stdlib-drain) or with connect_read_pipe/connect_write_pipe (stdlib-pipes),
-both with loop.create_datagram_endpoint.  SIGINT/SIGTERM stop it cleanly; the
+ring), or, for comparison, the stdlib: stdlib-drain is the best stdlib recipe
+(add_reader and a bounded drain of os.read on the TUN and of recvfrom on the
+UDP socket), stdlib-pipes the naive one (connect_read_pipe/connect_write_pipe
+on the TUN, loop.create_datagram_endpoint for UDP).  SIGINT/SIGTERM stop it cleanly; the
 counters are printed on exit.
 """
 from __future__ import annotations
@@ -36,14 +71,15 @@ import signal
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 import aiouring
 
-HEADER = struct.Struct("!4sQ")
+HEADER = struct.Struct("!4s4sQ")  # sender id, salt, counter
 WINDOW = 2048
-SALTS_KEPT = 4
-OVERHEAD = HEADER.size + 16
+TAG = 16
+OVERHEAD = HEADER.size + TAG
 
 
 class ReplayWindow:
@@ -66,55 +102,74 @@ class ReplayWindow:
         return True
 
 
-class Sealer:
-    """Seals and opens datagrams; counts what it rejects."""
+def sender_id(address: str) -> bytes:
+    """The 4-byte id a side puts in its datagrams: from its tunnel address."""
+    import hashlib
+    import ipaddress
 
-    def __init__(self, key: bytes | None) -> None:
+    return hashlib.sha256(ipaddress.ip_interface(address).ip.packed).digest()[:4]
+
+
+class Sealer:
+    """Seals and opens datagrams under the replay rule of the module
+    docstring; counts what it refuses, by reason."""
+
+    def __init__(self, key: bytes | None, address: str) -> None:
+        self.id = sender_id(address)
         self.salt = os.urandom(4)
-        self.counter = 0
+        self.counter = time.time_ns()  # see the module docstring: lives of a process start higher
         self.aead = None
         if key is not None:
             from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
             self.aead = ChaCha20Poly1305(key)
-        self.windows: dict[bytes, ReplayWindow] = {}
-        self.stats = {"sent": 0, "received": 0, "rejected": 0, "replayed": 0, "malformed": 0}
+        self.peer_salt: bytes | None = None
+        self.window = ReplayWindow()
+        self.stats = {"sent": 0, "received": 0, "rejected": 0, "replayed": 0, "reflected": 0, "malformed": 0}
 
     def seal(self, packet: bytes) -> bytes:
-        header = HEADER.pack(self.salt, self.counter)
+        header = HEADER.pack(self.id, self.salt, self.counter)
         self.counter += 1
         self.stats["sent"] += 1
         if self.aead is None:
             return header + packet
-        return header + self.aead.encrypt(header, packet, header)
+        return header + self.aead.encrypt(header[4:], packet, header)
 
-    def open(self, datagram: bytes) -> bytes | None:
-        if len(datagram) < HEADER.size + 1:
-            self.stats["malformed"] += 1
+    def open(self, datagram: bytes) -> tuple[bytes, bool] | None:
+        """``(packet, newest)`` for a datagram to deliver (``newest``: its
+        counter is above all seen before, so the tunnel may roam to its
+        sender), or None when it is refused (counted)."""
+        stats = self.stats
+        if len(datagram) < HEADER.size + (0 if self.aead is None else TAG) + 1:
+            stats["malformed"] += 1
             return None
         header = datagram[: HEADER.size]
         if self.aead is None:
             packet = datagram[HEADER.size :]
         else:
             try:
-                packet = self.aead.decrypt(header, datagram[HEADER.size :], header)
+                packet = self.aead.decrypt(header[4:], datagram[HEADER.size :], header)
             except Exception:  # cryptography's InvalidTag: forged, damaged or wrong key
-                self.stats["rejected"] += 1
+                stats["rejected"] += 1
                 return None
-        salt, counter = HEADER.unpack(header)
-        window = self.windows.get(salt)
-        if window is None:
-            if len(self.windows) >= SALTS_KEPT:
-                self.windows.pop(next(iter(self.windows)))
-            window = self.windows[salt] = ReplayWindow()
-        if not window.check_and_set(counter):
-            self.stats["replayed"] += 1
+        sender, salt, counter = HEADER.unpack(header)
+        if sender == self.id:
+            stats["reflected"] += 1
             return None
-        if not packet or packet[0] >> 4 not in (4, 6):
-            self.stats["malformed"] += 1
+        newest = counter > self.window.top
+        if self.aead is not None:  # --plain authenticates nothing: no window to keep
+            if salt != self.peer_salt and not newest:
+                stats["replayed"] += 1  # a superseded life of the peer, or an older one
+                return None
+            if not self.window.check_and_set(counter):
+                stats["replayed"] += 1
+                return None
+            self.peer_salt = salt
+        if packet[0] >> 4 not in (4, 6):
+            stats["malformed"] += 1
             return None
-        self.stats["received"] += 1
-        return packet
+        stats["received"] += 1
+        return packet, newest
 
 
 # -- aiouring plumbing ------------------------------------------------------------
@@ -162,10 +217,13 @@ class Tunnel:
     anyway (``connection_lost`` before we closed it), ``failed`` gets the
     reason and ``run`` exits non-zero, so a dead tunnel never looks alive."""
 
-    def __init__(self, key: bytes | None, peer: Any, mtu: int) -> None:
-        self.sealer = Sealer(key)
+    def __init__(self, key: bytes | None, peer: Any, mtu: int, address: str) -> None:
+        self.sealer = Sealer(key, address)
         self.stats = self.sealer.stats
         self.peer = peer
+        # roaming follows authenticated traffic; with --plain nothing is, so
+        # only a tunnel with no --peer to answer follows whoever sends
+        self.roams = key is not None or peer is None
         self.mtu = mtu
         self.tun_write: Any = None
         self.udp: Any = None
@@ -199,16 +257,18 @@ class Tunnel:
     def from_udp(self, datagrams: list[tuple[bytes, Any]]) -> None:
         open_, write, mtu = self.sealer.open, self.tun_write, self.mtu
         for data, addr in datagrams:
-            packet = open_(data)
-            if packet is None:
+            opened = open_(data)
+            if opened is None:
                 continue
+            packet, newest = opened
             if len(packet) > mtu:
                 # a peer with a larger --mtu, or anyone with --plain: the TUN
                 # would refuse it (ValueError), so it never gets there
                 self.count("oversize")
                 continue
-            if self.peer != addr:
-                self.peer = addr  # roaming: answer where authentic traffic comes from
+            if newest and self.peer != addr and self.roams:
+                self.peer = addr  # answer where the newest authentic traffic comes from
+                self.count("roamed")
             try:
                 write(packet)
             except Exception as exc:  # never into the UDP transport: that would close it
@@ -225,7 +285,7 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
     delivering packets (the kernel's own IPv6 ones at least) the moment it is
     up, and each of them goes straight out to the peer."""
     peer = _hostport(args.peer) if args.peer else None
-    tunnel = Tunnel(key, peer, args.mtu)
+    tunnel = Tunnel(key, peer, args.mtu, args.address)
     listen = _hostport(args.listen)
     loop = asyncio.get_running_loop()
     mtu = args.mtu

@@ -14,6 +14,7 @@ import time
 import pytest
 from pyroute2 import netns as pyroute_netns
 
+import tunnel  # examples/tunnel.py: its wire format, to craft datagrams
 from packets import udp as udp_packet
 from support.netns import two_namespaces
 
@@ -142,6 +143,24 @@ def send_from(ns: str, payload: bytes, dst: tuple[str, int]) -> None:
         pyroute_netns.popns()
 
 
+def socket_in(ns: str, family: int, kind: int) -> socket.socket:
+    """A socket created inside namespace ``ns`` (it stays there)."""
+    pyroute_netns.pushns(ns)
+    try:
+        return socket.socket(family, kind)
+    finally:
+        pyroute_netns.popns()
+
+
+def nothing_arrives(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        sock.recv(65535)
+    except socket.timeout:
+        return True
+    return False
+
+
 def test_tampered_and_replayed_datagrams_are_rejected(lab):
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
@@ -233,9 +252,67 @@ def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab):
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain")
     try:
         packet = udp_packet(A_INNER, B_INNER, 1000, 2000, b"x" * 1422)  # 1450 bytes: within the receive buffer, above B's MTU
-        send_from(a, b"\0" * 12 + packet, (B_UNDERLAY, 51820))
+        send_from(a, b"\0" * tunnel.HEADER.size + packet, (B_UNDERLAY, 51820))
         assert "3 received" in ping(a, B_INNER).stdout
     finally:
         stop_tunnel(side_a)
         counters_b = stop_tunnel(side_b)
     assert counters_b["oversize"] == 1
+
+
+def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab):
+    """Record one datagram from each of 6 lives of A (each restart is a new
+    salt: more than the 4 salts the first design remembered), then replay them
+    all to B from another port.  B must refuse and count every one, and keep
+    answering A where A is: a roam would send B's replies to the replayer."""
+    a, b = lab
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    side_a = None
+    recorded = []
+    try:
+        for _ in range(6):
+            side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+            pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.2", B_INNER], stdout=subprocess.DEVNULL)
+            recorded.append(capture_tunnel_datagram(a, source=A_UNDERLAY))
+            pinger.wait(timeout=20)
+            stop_tunnel(side_a)
+            side_a = None
+        side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+        assert "3 received" in ping(a, B_INNER).stdout
+        replayer = socket_in(a, socket.AF_INET, socket.SOCK_DGRAM)
+        with replayer:
+            for datagram in recorded:
+                replayer.sendto(datagram, (B_UNDERLAY, 51820))
+            # B takes datagrams in order: once A's ping is answered, B has dealt
+            # with every replay.  Replays of echo requests that got through would
+            # have been answered, and after a roam the answers go to the replayer.
+            assert "3 received" in ping(a, B_INNER).stdout
+            assert nothing_arrives(replayer, within=0.5)
+    finally:
+        if side_a is not None:
+            stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["replayed"] == len(recorded), counters_b
+    assert counters_b.get("roamed", 0) == 0
+
+
+def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab):
+    """Both directions share the key: B's own datagram, captured on the wire
+    and bounced back to B, authenticates.  B must refuse it (and not roam)."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.2", B_INNER], stdout=subprocess.DEVNULL)
+        own = capture_tunnel_datagram(a, source=B_UNDERLAY)  # B's answer, as it arrives at A
+        pinger.wait(timeout=20)
+        reflector = socket_in(a, socket.AF_INET, socket.SOCK_DGRAM)
+        with reflector:
+            reflector.sendto(own, (B_UNDERLAY, 51820))
+            # B speaks first now: after a roam its packets would go to the reflector
+            assert "3 received" in ping(b, A_INNER).stdout
+            assert nothing_arrives(reflector, within=0.5)
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["reflected"] == 1, counters_b
