@@ -33,6 +33,9 @@ The replay rule (receiver side; O(1) state, no list of salts to overflow):
   current one.  Anything else is refused (``replayed``): datagrams of a
   superseded life, however many restarts ago, never come back, and a
   restarted peer is accepted at once because its counters start higher;
+* only a datagram that could be delivered (an IPv4/IPv6 packet no larger
+  than the local --mtu) may move this state; others are counted
+  (``malformed``, ``oversize``) and change nothing;
 * the tunnel roams (answers a new UDP address) only on a datagram that was
   delivered and is newer than anything seen before (``roamed`` counts it);
   a replay can neither be delivered nor move the tunnel.
@@ -114,8 +117,9 @@ class Sealer:
     """Seals and opens datagrams under the replay rule of the module
     docstring; counts what it refuses, by reason."""
 
-    def __init__(self, key: bytes | None, address: str) -> None:
+    def __init__(self, key: bytes | None, address: str, mtu: int = 65535) -> None:
         self.id = sender_id(address)
+        self.mtu = mtu
         self.salt = os.urandom(4)
         self.counter = time.time_ns()  # see the module docstring: lives of a process start higher
         self.aead = None
@@ -125,7 +129,7 @@ class Sealer:
             self.aead = ChaCha20Poly1305(key)
         self.peer_salt: bytes | None = None
         self.window = ReplayWindow()
-        self.stats = {"sent": 0, "received": 0, "rejected": 0, "replayed": 0, "reflected": 0, "malformed": 0}
+        self.stats = {"sent": 0, "received": 0, "rejected": 0, "replayed": 0, "reflected": 0, "malformed": 0, "oversize": 0}
 
     def seal(self, packet: bytes) -> bytes:
         header = HEADER.pack(self.id, self.salt, self.counter)
@@ -156,6 +160,15 @@ class Sealer:
         if sender == self.id:
             stats["reflected"] += 1
             return None
+        # what cannot be delivered is refused before it may move the replay state
+        if packet[0] >> 4 not in (4, 6):
+            stats["malformed"] += 1
+            return None
+        if len(packet) > self.mtu:
+            # a peer with a larger --mtu, or anyone with --plain: the TUN would
+            # refuse it (ValueError on aiouring's transport)
+            stats["oversize"] += 1
+            return None
         newest = counter > self.window.top
         if self.aead is not None:  # --plain authenticates nothing: no window to keep
             if salt != self.peer_salt and not newest:
@@ -165,9 +178,6 @@ class Sealer:
                 stats["replayed"] += 1
                 return None
             self.peer_salt = salt
-        if packet[0] >> 4 not in (4, 6):
-            stats["malformed"] += 1
-            return None
         stats["received"] += 1
         return packet, newest
 
@@ -218,7 +228,7 @@ class Tunnel:
     reason and ``run`` exits non-zero, so a dead tunnel never looks alive."""
 
     def __init__(self, key: bytes | None, peer: Any, mtu: int, address: str) -> None:
-        self.sealer = Sealer(key, address)
+        self.sealer = Sealer(key, address, mtu)
         self.stats = self.sealer.stats
         self.peer = peer
         # roaming follows authenticated traffic; with --plain nothing is, so
@@ -255,17 +265,12 @@ class Tunnel:
             self.count("udp_send_" + type(exc).__name__)
 
     def from_udp(self, datagrams: list[tuple[bytes, Any]]) -> None:
-        open_, write, mtu = self.sealer.open, self.tun_write, self.mtu
+        open_, write = self.sealer.open, self.tun_write
         for data, addr in datagrams:
             opened = open_(data)
             if opened is None:
                 continue
             packet, newest = opened
-            if len(packet) > mtu:
-                # a peer with a larger --mtu, or anyone with --plain: the TUN
-                # would refuse it (ValueError), so it never gets there
-                self.count("oversize")
-                continue
             if newest and self.peer != addr and self.roams:
                 self.peer = addr  # answer where the newest authentic traffic comes from
                 self.count("roamed")
