@@ -234,7 +234,6 @@ class Tunnel:
         # roaming follows authenticated traffic; with --plain nothing is, so
         # only a tunnel with no --peer to answer follows whoever sends
         self.roams = key is not None or peer is None
-        self.mtu = mtu
         self.tun_write: Any = None
         self.udp: Any = None
         self.closers: list[Any] = []
@@ -258,26 +257,27 @@ class Tunnel:
             self.stats["tun_dropped"] = self.stats.get("tun_dropped", 0) + len(packets)
             return
         seal, sendto = self.sealer.seal, udp.sendto
-        try:
-            for packet in packets:
+        for packet in packets:
+            try:
                 sendto(seal(packet), peer)
-        except Exception as exc:  # never into the TUN transport: that would close it
-            self.count("udp_send_" + type(exc).__name__)
+            except Exception as exc:  # never into the TUN transport: that would close it
+                self.count("udp_send_" + type(exc).__name__)
 
     def from_udp(self, datagrams: list[tuple[bytes, Any]]) -> None:
         open_, write = self.sealer.open, self.tun_write
         for data, addr in datagrams:
-            opened = open_(data)
-            if opened is None:
-                continue
-            packet, newest = opened
-            if newest and self.peer != addr and self.roams:
-                self.peer = addr  # answer where the newest authentic traffic comes from
-                self.count("roamed")
+            # nothing raised here may reach the UDP transport: it would close it
             try:
+                opened = open_(data)
+                if opened is None:
+                    continue
+                packet, newest = opened
+                if newest and self.peer != addr and self.roams:
+                    self.peer = addr  # answer where the newest authentic traffic comes from
+                    self.count("roamed")
                 write(packet)
-            except Exception as exc:  # never into the UDP transport: that would close it
-                self.count("tun_write_" + type(exc).__name__)
+            except Exception as exc:  # ClosedError while closing, EINVAL from the driver...
+                self.count("dropped_" + type(exc).__name__)
 
     def close(self) -> None:
         self.closing = True
