@@ -363,6 +363,9 @@ class DrainUdp:
         except OSError as exc:  # a queued ICMP error (ECONNREFUSED...): per datagram, as error_received
             self.tunnel.count("udp_" + errno.errorcode.get(exc.errno or 0, "error"))
         if datagrams:
+            stats = self.tunnel.stats
+            if len(datagrams) > stats.get("udp_drain_max", 0):
+                stats["udp_drain_max"] = len(datagrams)  # the largest batch one wake-up took
             self.tunnel.from_udp(datagrams)
 
     def sendto(self, data: bytes, addr: Any) -> None:

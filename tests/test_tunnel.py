@@ -382,3 +382,25 @@ def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, 
     assert counters_b["oversize"] >= 1, counters_b
     if not plain:
         assert counters_b["rejected"] > 1000, counters_b  # the flood, short of what the socket buffer dropped
+
+
+def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab):
+    """--io stdlib-drain is the best stdlib recipe on both fds: one wake-up of
+    its UDP socket takes up to 64 queued datagrams (asyncio's endpoint takes
+    one per callback).  B is stopped while 100 datagrams queue, then resumed."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", "stdlib-drain")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain", "--io", "stdlib-drain")
+    try:
+        side_b.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(100):
+                send_from(a, b"\0" * 20, (B_UNDERLAY, 51820))  # malformed: counted, nothing else
+        finally:
+            side_b.send_signal(signal.SIGCONT)
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["malformed"] == 100, counters_b
+    assert counters_b["udp_drain_max"] == 64, counters_b
