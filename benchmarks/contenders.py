@@ -3,8 +3,17 @@
     python contenders.py NAME LOOP MODE SECONDS FD PACKET_HEX
 
 runs contender NAME on event loop LOOP (asyncio or uvloop) against the TUN
-already open as FD, for SECONDS, and prints one JSON line:
-{"packets": n, "seconds": wall, "cpu": cpu seconds of this process}.
+already open as FD and prints one JSON line:
+{"packets": n, "seconds": wall, "cpu": cpu seconds of this process}, all
+three measured inside the window only, or {"skipped": reason} for a
+contender this build of aiouring cannot run.
+
+The window: everything a contender needs (imports, the ring, the transport,
+the first 64 writes of a bounce) is set up before it.  It opens when the
+first packet is read back (bounce, read) or the first one is written
+(write), and closes SECONDS later; packets and CPU time
+(``time.process_time``, all threads) are the differences between the two
+edges, so set-up and teardown never count.
 
 MODE "bounce": keep 64 packets in flight; every packet read back is answered
 with one fresh write of PACKET (the kernel forwards it back out the TUN).
@@ -17,163 +26,244 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any, Awaitable, Callable
 
 IN_FLIGHT = 64
+FIRST_PACKET_TIMEOUT = 10.0  # seconds to wait for the window to open before calling the run failed
 
 
-class Stop(Exception):
-    pass
+class Skip(Exception):
+    """This contender cannot run on this build (reported, not failed)."""
 
 
-def cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+class Window:
+    """The measured window.  Contenders add to ``count`` as they go and call
+    ``open()`` on their first packet (cheap to call again); the window closes
+    itself ``seconds`` later through the loop, and ``closed`` is set."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.count = 0
+        self.is_open = False
+        self.t0 = self.cpu0 = 0.0
+        self.result: dict | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._count0 = 0
+
+    def open(self) -> None:
+        if self.is_open or self.result is not None:
+            return
+        self.is_open = True
+        self._count0 = self.count
+        self.t0, self.cpu0 = time.monotonic(), time.process_time()
+        asyncio.get_running_loop().call_later(self.seconds, self.close)
+
+    def close(self) -> None:
+        if not self.is_open:
+            return
+        self.is_open = False
+        self.result = {"packets": self.count - self._count0, "seconds": time.monotonic() - self.t0, "cpu": time.process_time() - self.cpu0}
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the window has closed; fails if it never opened."""
+        deadline = time.monotonic() + FIRST_PACKET_TIMEOUT
+        while not self.is_open and self.result is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no first packet within {FIRST_PACKET_TIMEOUT:g} s")
+            await asyncio.sleep(0.01)
+        await self.closed
 
 
 # -- aiouring: Transport/Protocol -----------------------------------------------
 
 
-async def aiouring_protocol(fd: int, mode: str, packet: bytes, seconds: float, backend: str = "auto") -> int:
+async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backend: str = "auto") -> None:
     import aiouring
 
-    asyncio.get_running_loop()
-
     class Bounce(aiouring.TunProtocol):
-        count = 0
+        paused = False
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
-            if mode != "read":
-                for _ in range(IN_FLIGHT):
-                    transport.write(packet)
 
         def packets_received(self, packets: list[bytes]) -> None:
-            self.count += len(packets)
+            w.open()
+            w.count += len(packets)
             if mode == "bounce":
                 write = self.transport.write
                 for _ in packets:
                     write(packet)
 
-        def resume_writing(self) -> None:
-            if mode == "write":
-                self._fill()
-
         def pause_writing(self) -> None:
             self.paused = True
 
-        paused = False
+        def resume_writing(self) -> None:
+            if mode == "write":
+                self.fill()
 
-        def _fill(self) -> None:
+        def fill(self) -> None:
             self.paused = False
-            while not self.paused and not self.transport.is_closing():
+            w.open()
+            while not self.paused and not self.transport.is_closing() and w.result is None:
                 self.transport.write(packet)
-                self.count += 1
+                w.count += 1
 
     transport, protocol = await aiouring.create_tun_connection(Bounce, fd=fd, backend=backend)
-    if mode == "write":
+    if mode == "bounce":
+        for _ in range(IN_FLIGHT):  # primed: the window opens on the first one read back
+            transport.write(packet)
+    elif mode == "write":
         transport.set_write_buffer_limits(high=IN_FLIGHT * (len(packet) + 8))
-        protocol._fill()
-    await asyncio.sleep(seconds)
-    count = protocol.count
-    transport.abort()
-    return count
+        protocol.fill()
+    try:
+        await w.wait()
+    finally:
+        transport.abort()
 
 
-async def aiouring_epoll(fd: int, mode: str, packet: bytes, seconds: float) -> int:
-    return await aiouring_protocol(fd, mode, packet, seconds, backend="epoll")
+async def aiouring_epoll(fd: int, mode: str, packet: bytes, w: Window) -> None:
+    await aiouring_protocol(fd, mode, packet, w, backend="epoll")
 
 
 # -- aiouring: awaitable Tun ----------------------------------------------------
 
 
-async def aiouring_tun(fd: int, mode: str, packet: bytes, seconds: float) -> int:
+async def aiouring_tun(fd: int, mode: str, packet: bytes, w: Window) -> None:
     import aiouring
 
     tun = await aiouring.Tun.from_fd(fd)
-    count = 0
-    deadline = time.monotonic() + seconds
 
     async def body() -> None:
-        nonlocal count
         if mode == "bounce":
             for _ in range(IN_FLIGHT):
                 await tun.write(packet)
-            while True:
+            await tun.read()
+            await tun.write(packet)
+            w.open()
+            while w.result is None:
                 await tun.read()
                 await tun.write(packet)
-                count += 1
-                if not count & 1023 and time.monotonic() >= deadline:
-                    return
+                w.count += 1
+                if not w.count & 1023:
+                    await asyncio.sleep(0)  # let the window's timer run even if reads never wait
         elif mode == "read":
-            while True:
+            await tun.read()
+            w.open()
+            while w.result is None:
                 await tun.read()
-                count += 1
-        else:
-            while True:
-                await tun.write(packet)
-                count += 1
-                if not count & 1023:
+                w.count += 1
+                if not w.count & 1023:
                     await asyncio.sleep(0)
-                    if time.monotonic() >= deadline:
-                        return
+        else:
+            w.open()
+            while w.result is None:
+                await tun.write(packet)
+                w.count += 1
+                if not w.count & 1023:
+                    await asyncio.sleep(0)
 
+    task = asyncio.ensure_future(body())
     try:
-        await asyncio.wait_for(body(), seconds + 1 if mode != "read" else seconds)
-    except asyncio.TimeoutError:
-        pass
-    tun.close()
-    return count
+        await w.wait()
+    finally:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, aiouring.ClosedError):
+            pass
+        tun.close()
+
+
+async def aiouring_tun_batch(fd: int, mode: str, packet: bytes, w: Window) -> None:
+    """The awaitable Tun moving whole batches: ``read_batch`` / ``write_batch``
+    (skipped on builds whose Tun does not have them yet)."""
+    import aiouring
+
+    if not (hasattr(aiouring.Tun, "read_batch") and hasattr(aiouring.Tun, "write_batch")):
+        raise Skip("aiouring.Tun has no read_batch/write_batch in this build")
+    tun = await aiouring.Tun.from_fd(fd)
+
+    async def body() -> None:
+        if mode == "bounce":
+            await tun.write_batch([packet] * IN_FLIGHT)
+            first = await tun.read_batch(IN_FLIGHT)
+            w.open()
+            await tun.write_batch([packet] * len(first))
+            while w.result is None:
+                batch = await tun.read_batch(IN_FLIGHT)
+                await tun.write_batch([packet] * len(batch))
+                w.count += len(batch)
+                await asyncio.sleep(0)
+        elif mode == "read":
+            await tun.read_batch(IN_FLIGHT)
+            w.open()
+            while w.result is None:
+                w.count += len(await tun.read_batch(IN_FLIGHT))
+        else:
+            batch = [packet] * IN_FLIGHT
+            w.open()
+            while w.result is None:
+                await tun.write_batch(batch)
+                w.count += len(batch)
+                await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(body())
+    try:
+        await w.wait()
+    finally:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, aiouring.ClosedError):
+            pass
+        tun.close()
 
 
 # -- stdlib: connect_read_pipe / connect_write_pipe -----------------------------
 
 
-async def pipe_transports(fd: int, mode: str, packet: bytes, seconds: float) -> int:
+async def pipe_transports(fd: int, mode: str, packet: bytes, w: Window) -> None:
     loop = asyncio.get_running_loop()
     rfile = os.fdopen(fd, "rb", buffering=0, closefd=False)
     wfile = os.fdopen(os.dup(fd), "wb", buffering=0)
-    counter = [0]
-
-    class Writer(asyncio.Protocol):
-        pass
-
-    wt, _ = await loop.connect_write_pipe(Writer, wfile)
+    wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
 
     class Reader(asyncio.Protocol):
         def data_received(self, data: bytes) -> None:
-            counter[0] += 1
+            w.open()
+            w.count += 1
             if mode == "bounce":
                 wt.write(packet)
 
     rt, _ = await loop.connect_read_pipe(Reader, rfile)
-    if mode == "bounce":
-        for _ in range(IN_FLIGHT):
-            wt.write(packet)
-    elif mode == "write":
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for _ in range(256):
+    try:
+        if mode == "bounce":
+            for _ in range(IN_FLIGHT):
                 wt.write(packet)
-            counter[0] += 256
-            await asyncio.sleep(0)
-    await asyncio.sleep(seconds if mode != "write" else 0)
-    rt.close()
-    wt.close()
-    await asyncio.sleep(0)
-    return counter[0]
+        elif mode == "write":
+            w.open()
+            while w.result is None:
+                for _ in range(256):
+                    wt.write(packet)
+                w.count += 256
+                await asyncio.sleep(0)
+        await w.wait()
+    finally:
+        rt.close()
+        wt.close()
+        await asyncio.sleep(0)
 
 
 # -- stdlib: add_reader + os.read/os.write (bounded drain) ----------------------
 
 
-async def drain_recipe(fd: int, mode: str, packet: bytes, seconds: float) -> int:
+async def drain_recipe(fd: int, mode: str, packet: bytes, w: Window) -> None:
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
-    counter = [0]
     read, write = os.read, os.write
 
     def on_readable() -> None:
@@ -186,28 +276,32 @@ async def drain_recipe(fd: int, mode: str, packet: bytes, seconds: float) -> int
                     write(fd, packet)
         except BlockingIOError:
             pass
-        counter[0] += n
+        if n:
+            w.open()
+            w.count += n
 
     if mode == "bounce":
         for _ in range(IN_FLIGHT):
             write(fd, packet)
     if mode == "write":
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        w.open()
+        while w.result is None:
             for _ in range(256):
                 write(fd, packet)
-            counter[0] += 256
+            w.count += 256
             await asyncio.sleep(0)
-        return counter[0]
+        return
     loop.add_reader(fd, on_readable)
-    await asyncio.sleep(seconds)
-    loop.remove_reader(fd)
-    return counter[0]
+    try:
+        await w.wait()
+    finally:
+        loop.remove_reader(fd)
 
 
-CONTENDERS: dict[str, Callable[..., Awaitable[int]]] = {
+CONTENDERS: dict[str, Callable[..., Awaitable[None]]] = {
     "aiouring-protocol": aiouring_protocol,
     "aiouring-tun": aiouring_tun,
+    "aiouring-tun-batch": aiouring_tun_batch,
     "aiouring-epoll": aiouring_epoll,
     "pipe-transports": pipe_transports,
     "drain-recipe": drain_recipe,
@@ -218,18 +312,25 @@ def main() -> None:
     name, loop_name, mode, seconds, fd, packet_hex = sys.argv[1:7]
     contender = CONTENDERS[name]
     packet = bytes.fromhex(packet_hex)
+    if name.startswith("aiouring"):
+        import aiouring  # noqa: F401  (imported before the window, not inside it)
 
-    async def timed() -> dict:
-        start, cpu0 = time.monotonic(), cpu_seconds()
-        packets = await contender(int(fd), mode, packet, float(seconds))
-        return {"packets": packets, "seconds": time.monotonic() - start, "cpu": cpu_seconds() - cpu0}
+    async def measured() -> dict:
+        w = Window(float(seconds))
+        try:
+            await contender(int(fd), mode, packet, w)
+        except Skip as exc:
+            return {"skipped": str(exc)}
+        w.close()  # contenders that return on their own (drain's write mode) close it here
+        assert w.result is not None
+        return w.result
 
     if loop_name == "uvloop":
         import uvloop
 
-        result = uvloop.run(timed())
+        result = uvloop.run(measured())
     else:
-        result = asyncio.run(timed())
+        result = asyncio.run(measured())
     print(json.dumps(result), flush=True)
 
 

@@ -5,7 +5,9 @@
     .venv/bin/python benchmarks/run.py --quick
 
 As root, inside a network namespace this script creates (IPv4 forwarding on,
-ICMP redirects off, IPv6 off), with one TUN (10.9.0.1/24, txqueuelen 10000):
+ICMP redirects off, IPv6 on as on real hosts), with one TUN (10.9.0.1/24, txqueuelen 10000):
+
+Payloads of 64, 200 and 1400 bytes (--sizes), modes bounce, read, write:
 
 * bounce: the application writes IPv4/UDP packets from 10.9.0.2 to 10.9.0.3;
   the kernel forwards each one back out the same TUN; the application reads
@@ -19,10 +21,17 @@ ICMP redirects off, IPv6 off), with one TUN (10.9.0.1/24, txqueuelen 10000):
   responder on the add_reader drain recipe.
 
 Each contender runs in its own process on a TUN fd handed over by this
-script; contenders alternate within each round, and the table shows the
-median of the rounds, with ratios to the drain recipe on the same loop and to
-the C blocking loop.  Results also go to benchmarks/results/latest.json and a
-bar chart, benchmarks/results/latest.png.
+script, and sets everything up (imports, ring, transport, the primed writes
+of a bounce) before its measured window opens on its first packet read back
+(bounce, read) or written (write); packets and CPU time are taken at the
+window's edges (contenders.py, reference.c).  Contenders alternate within
+each round; the table shows the median of the rounds, a failed or timed-out
+run counting as 0 and shown as "2/3 runs ok" with its error, with ratios to
+the drain recipe on the same loop, to the C blocking loop and to asyncio's
+pipe transports.  aiouring-tun-batch (Tun.read_batch/write_batch) is shown
+as skipped on builds that do not have them.  Every table, the JSON and the
+chart name the commit (with -dirty) and the date.  Results go to
+benchmarks/results/latest.json and latest.png (quick.* with --quick).
 """
 from __future__ import annotations
 
@@ -46,11 +55,14 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from packets import udp  # noqa: E402
+from provenance import label, stamp  # noqa: E402
 from support.netns import network_namespace, sysctl  # noqa: E402
 
 SRC, DST = "10.9.0.2", "10.9.0.3"
 TUN_ADDRESS = "10.9.0.1/24"
-PYTHON_CONTENDERS = ["aiouring-protocol", "aiouring-tun", "aiouring-epoll", "drain-recipe", "pipe-transports"]
+PYTHON_CONTENDERS = ["aiouring-protocol", "aiouring-tun", "aiouring-tun-batch", "aiouring-epoll", "drain-recipe", "pipe-transports"]
+AIOURING = [c for c in PYTHON_CONTENDERS if c.startswith("aiouring")]
+MODES = ["bounce", "read", "write"]
 LOOPS = ["asyncio", "uvloop"]
 RESULTS = os.path.join(HERE, "results")
 
@@ -61,7 +73,8 @@ RESULTS = os.path.join(HERE, "results")
 @contextlib.contextmanager
 def bench_namespace() -> Iterator[str]:
     """A private network namespace for this thread and its children: IPv4
-    forwarding on, ICMP redirects and reverse-path filtering off, IPv6 off."""
+    forwarding on, ICMP redirects and reverse-path filtering off (IPv6 stays
+    on: the contenders must cope with the kernel's own IPv6 packets)."""
     with network_namespace(forwarding=True) as name:
         for scope in ("all", "default"):
             sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
@@ -86,10 +99,17 @@ def bench_tun() -> Iterator[Any]:
 
 
 def build_c(name: str) -> str:
-    out = os.path.join(tempfile.gettempdir(), f"aiouring-bench-{name}")
+    """Compile benchmarks/NAME.c once per source text (the binary's name
+    carries the source's hash: /tmp is shared with other checkouts)."""
+    import hashlib
+
     src = os.path.join(HERE, f"{name}.c")
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", out, src], check=True)
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(tempfile.gettempdir(), f"aiouring-bench-{name}-{digest}")
+    if not os.path.exists(out):
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", out + ".tmp", src], check=True)
+        os.replace(out + ".tmp", out)
     return out
 
 
@@ -111,7 +131,9 @@ def set_forwarding(on: bool) -> None:
 
 
 def run_one(contender: str, loop: str, mode: str, size: int, seconds: float, fd: int) -> dict:
-    """One process running one contender; returns packets, seconds, cpu."""
+    """One process running one contender; returns packets, seconds and cpu
+    measured inside its window (see contenders.py), plus "error" for a run
+    that failed (its packets are 0) or "skipped" with the reason."""
     packet = udp(SRC, DST, 1000, 2000, b"\xab" * size)
     drain(fd)
     set_forwarding(mode == "bounce")
@@ -127,18 +149,21 @@ def run_one(contender: str, loop: str, mode: str, size: int, seconds: float, fd:
         try:
             proc = subprocess.run(cmd, pass_fds=[fd], capture_output=True, text=True, timeout=seconds + 30)
         except subprocess.TimeoutExpired:
-            return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": "timed out"}
+            return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": f"timed out after {seconds + 30:g} s"}
     finally:
         if sender is not None:
             sender.kill()
             sender.wait()
-    if proc.returncode != 0:
-        return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": proc.stderr.strip()[-300:]}
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": f"exit {proc.returncode}: " + (proc.stderr.strip()[-300:] or "no output")}
     line = proc.stdout.strip().splitlines()[-1]
     if contender == "c-blocking":
         packets, wall, cpu = line.split()
         return {"packets": int(packets), "seconds": float(wall), "cpu": float(cpu)}
-    return json.loads(line)
+    result = json.loads(line)
+    if "skipped" not in result and not result.get("packets"):
+        result["error"] = "moved no packets"
+    return result
 
 
 def ping_rtts(backend_script: list[str], count: int) -> dict:
@@ -210,6 +235,27 @@ def ping_comparison(loop: str, count: int) -> dict:
 # -- the whole benchmark ----------------------------------------------------------------
 
 
+def summarize(mode: str, size: int, contender: str, loop: str, rs: list[dict]) -> dict:
+    """One table row from a contender's runs.  A failed or timed-out run
+    counts as 0 packets/s in the median and is shown, never dropped."""
+    entry: dict = {"mode": mode, "size": size, "contender": contender, "loop": loop, "runs": rs}
+    skipped = [x["skipped"] for x in rs if "skipped" in x]
+    if skipped:
+        entry.update(pps=None, pps_runs=[], cpu_s_per_mpkt=None, runs_ok=0, runs_total=0, errors=[], skipped=skipped[0])
+        return entry
+    ok = [x for x in rs if "error" not in x and x["packets"] > 0 and x["seconds"] > 0]
+    rates = [x["packets"] / x["seconds"] if x in ok else 0.0 for x in rs]
+    cpu_per_m = [x["cpu"] / x["packets"] * 1e6 for x in ok]
+    entry.update(
+        pps=statistics.median(rates) if rates else 0.0,
+        pps_runs=rates,
+        cpu_s_per_mpkt=statistics.median(cpu_per_m) if cpu_per_m else None,
+        runs_ok=len(ok), runs_total=len(rs),
+        errors=[x.get("error", "moved no packets") for x in rs if x not in ok],
+    )
+    return entry
+
+
 def run_matrix(modes: list[str], sizes: list[int], loops: list[str], contenders: list[str], seconds: float, rounds: int, log: Any = print) -> list[dict]:
     results = []
     with bench_tun() as device:
@@ -222,20 +268,18 @@ def run_matrix(modes: list[str], sizes: list[int], loops: list[str], contenders:
                     # alternate the order each round so no contender always runs first
                     order = plan if r % 2 == 0 else list(reversed(plan))
                     for contender, loop in order:
-                        runs.setdefault((contender, loop), []).append(run_one(contender, loop, mode, size, seconds, fd))
+                        previous = runs.setdefault((contender, loop), [])
+                        if previous and "skipped" in previous[0]:
+                            continue  # once is enough to know
+                        previous.append(run_one(contender, loop, mode, size, seconds, fd))
                 for (contender, loop), rs in runs.items():
-                    rates = [x["packets"] / x["seconds"] for x in rs if x["seconds"] > 0]
-                    cpu_per_m = [x["cpu"] / x["packets"] * 1e6 for x in rs if x["packets"]]
-                    errors = [x["error"] for x in rs if "error" in x]
-                    entry = {
-                        "mode": mode, "size": size, "contender": contender, "loop": loop,
-                        "pps": statistics.median(rates) if rates else 0.0,
-                        "pps_runs": rates,
-                        "cpu_s_per_mpkt": statistics.median(cpu_per_m) if cpu_per_m else None,
-                        "errors": errors,
-                    }
+                    entry = summarize(mode, size, contender, loop, rs)
                     results.append(entry)
-                    log(f"  {mode:6} {size:5}B {contender:18} {loop:8} {entry['pps']:>12,.0f} pkt/s" + (f"  ({errors[0][:60]})" if errors else ""))
+                    if entry.get("skipped"):
+                        log(f"  {mode:6} {size:5}B {contender:18} {loop:8} skipped: {entry['skipped']}")
+                    else:
+                        log(f"  {mode:6} {size:5}B {contender:18} {loop:8} {entry['pps']:>12,.0f} pkt/s  {entry['runs_ok']}/{entry['runs_total']} runs ok"
+                            + (f"  ({entry['errors'][0][:80]})" if entry["errors"] else ""))
     return results
 
 
@@ -245,34 +289,66 @@ def add_ratios(results: list[dict]) -> None:
         drain_same_loop = index.get((r["mode"], r["size"], "drain-recipe", r["loop"]))
         c = index.get((r["mode"], r["size"], "c-blocking", "-"))
         pipe_std = index.get((r["mode"], r["size"], "pipe-transports", "asyncio"))
-        r["x_drain"] = r["pps"] / drain_same_loop["pps"] if drain_same_loop and drain_same_loop["pps"] else None
-        r["x_c"] = r["pps"] / c["pps"] if c and c["pps"] else None
-        r["x_pipe_asyncio"] = r["pps"] / pipe_std["pps"] if pipe_std and pipe_std["pps"] else None
+
+        def ratio(base: dict | None) -> float | None:
+            return r["pps"] / base["pps"] if r["pps"] is not None and base and base["pps"] else None
+
+        r["x_drain"], r["x_c"], r["x_pipe_asyncio"] = ratio(drain_same_loop), ratio(c), ratio(pipe_std)
 
 
-def table(results: list[dict]) -> str:
+def winners(results: list[dict]) -> list[str]:
+    """Which aiouring contender moved the most packets, per (mode, size, loop)."""
+    lines = []
+    keys = sorted({(r["mode"], r["size"], r["loop"]) for r in results if r["contender"] in AIOURING},
+                  key=lambda k: (MODES.index(k[0]) if k[0] in MODES else 9, k[1], k[2]))
+    for mode, size, loop in keys:
+        rows = [r for r in results if (r["mode"], r["size"], r["loop"]) == (mode, size, loop) and r["contender"] in AIOURING and r["pps"]]
+        if not rows:
+            lines.append(f"- {mode}, {size} B, {loop}: no aiouring contender moved packets")
+            continue
+        best = max(rows, key=lambda r: r["pps"])
+        drain = f", {best['x_drain']:.2f}× the drain recipe" if best["x_drain"] else ""
+        lines.append(f"- {mode}, {size} B, {loop}: **{best['contender']}** won ({best['pps']:,.0f} packets/s{drain})")
+    return lines
+
+
+def table(results: list[dict], meta: dict) -> str:
+    """A markdown table per mode, then which aiouring contender won where."""
+
     def f(x: float | None, fmt: str = "{:.2f}") -> str:
         return "–" if x is None else fmt.format(x)
 
-    lines = [
-        "| mode | payload | contender | loop | packets/s | × drain (same loop) | × C loop | × pipes (asyncio) | CPU s / Mpkt |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['mode']} | {r['size']} B | {r['contender']} | {r['loop']} | {r['pps']:,.0f} | "
-            f"{f(r['x_drain'])} | {f(r['x_c'])} | {f(r['x_pipe_asyncio'])} | {f(r['cpu_s_per_mpkt'], '{:.2f}')} |"
-        )
-    return "\n".join(lines)
+    out = []
+    for mode in [m for m in MODES if any(r["mode"] == m for r in results)]:
+        out += [
+            f"**{mode}** ({label(meta)}; median of {meta['rounds']} runs of {meta['seconds']:g} s, a failed run counts as 0)",
+            "",
+            "| payload | contender | loop | packets/s | × drain recipe (same loop) | × C loop | × pipes (asyncio) | CPU s / Mpkt | runs ok |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in [r for r in results if r["mode"] == mode]:
+            if r.get("skipped"):
+                out.append(f"| {r['size']} B | {r['contender']} | {r['loop']} | skipped: {r['skipped']} | | | | | – |")
+                continue
+            runs = f"{r['runs_ok']}/{r['runs_total']}" + (f" ({r['errors'][0][:70]})" if r["errors"] else "")
+            out.append(
+                f"| {r['size']} B | {r['contender']} | {r['loop']} | {r['pps']:,.0f} | "
+                f"{f(r['x_drain'])} | {f(r['x_c'])} | {f(r['x_pipe_asyncio'])} | {f(r['cpu_s_per_mpkt'])} | {runs} |"
+            )
+        out.append("")
+    out.append("Best aiouring contender per mode, payload and loop:")
+    out += winners(results)
+    return "\n".join(out)
 
 
-def chart(results: list[dict], path: str) -> None:
+def chart(results: list[dict], path: str, meta: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["mode"], r["size"]) for r in results}, key=lambda g: (["bounce", "read", "write"].index(g[0]), g[1]))
+    results = [r for r in results if not r.get("skipped")]
+    groups = sorted({(r["mode"], r["size"]) for r in results}, key=lambda g: (MODES.index(g[0]), g[1]))
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.2 * len(groups)), squeeze=False)
     for ax, (mode, size) in zip(axes[:, 0], groups):
         rows = [r for r in results if r["mode"] == mode and r["size"] == size]
@@ -282,7 +358,10 @@ def chart(results: list[dict], path: str) -> None:
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_ylabel("k packets/s")
-        ax.set_title(f"{mode}, {size}-byte UDP payload (blue: aiouring, orange: stdlib recipes, grey: C)")
+        ax.set_title(f"{mode}, {size}-byte UDP payload ({label(meta)}; blue: aiouring, orange: stdlib recipes, grey: C)", fontsize=8)
+        for i, r in enumerate(rows):
+            if r["runs_ok"] < r["runs_total"]:
+                ax.annotate(f"{r['runs_ok']}/{r['runs_total']} ok", (i, r["pps"] / 1000), ha="center", va="bottom", fontsize=6, color="red")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -292,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per contender (median)")
     parser.add_argument("--modes", default="bounce,read,write")
-    parser.add_argument("--sizes", default="64,1400")
+    parser.add_argument("--sizes", default="64,200,1400")
     parser.add_argument("--loops", default=",".join(LOOPS))
     parser.add_argument("--contenders", default=",".join(PYTHON_CONTENDERS))
     parser.add_argument("--ping", type=int, default=1000, help="pings per RTT measurement (0: skip)")
@@ -312,15 +391,21 @@ def main(argv: list[str] | None = None) -> int:
     contenders = args.contenders.split(",")
     import aiouring
 
+    stamped = stamp()
     print(aiouring.probe())
+    print(f"measured on {label(stamped)}")
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {args.rounds} rounds of {args.seconds:g}s per contender")
     with bench_namespace():
         results = run_matrix(modes, sizes, loops, contenders, args.seconds, args.rounds)
         add_ratios(results)
         pings = {loop: ping_comparison(loop, args.ping) for loop in loops} if args.ping else {}
+    meta = {**stamped, "kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "probe": str(aiouring.probe()), "seconds": args.seconds, "rounds": args.rounds, "quick": args.quick}
     print()
-    print(table(results))
+    print(table(results, meta))
     if pings:
+        print()
+        print(f"Ping RTT ({label(meta)}):")
         print()
         print("| ping RTT through the ping responder | loop | p50 ms | p99 ms | replies |")
         print("|---|---|---:|---:|---:|")
@@ -331,12 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     print(f"| {name} | {loop} | error: {r.get('error', '')[:60]} | | |")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    meta = {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "probe": str(aiouring.probe()), "seconds": args.seconds, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M")}
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "results": results, "ping": pings}, f, indent=1)
     try:
-        chart(results, args.out + ".png")
+        chart(results, args.out + ".png", meta)
         print(f"\nwrote {args.out}.json and {args.out}.png")
     except ImportError:
         print(f"\nwrote {args.out}.json (install matplotlib for the chart)")

@@ -2,7 +2,7 @@
 # The benchmarks, set-up first (as root on Debian).
 #   sh scripts/bench.sh            both: TUN packet rates, then the tunnel against wireguard-go
 #   sh scripts/bench.sh tun ...    benchmarks/run.py only (--help for options)
-#   sh scripts/bench.sh tunnel ... benchmarks/tunnel.py only
+#   sh scripts/bench.sh tunnel ... benchmarks/tunnel.py only (--quick: one short round; builds upstream wireguard-go once)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh

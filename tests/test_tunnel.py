@@ -14,6 +14,8 @@ import time
 import pytest
 from pyroute2 import netns as pyroute_netns
 
+import tunnel  # examples/tunnel.py: its wire format, to craft datagrams
+from packets import udp as udp_packet
 from support.netns import two_namespaces
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -33,12 +35,16 @@ def start_tunnel(ns: str, inner: str, peer: str, *extra: str) -> subprocess.Pope
     return proc
 
 
+def parse_counters(out: str) -> dict[str, int]:
+    counters = re.search(r"counters: (.*)", out).group(1)
+    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+
+
 def stop_tunnel(proc: subprocess.Popen) -> dict[str, int]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    counters = re.search(r"counters: (.*)", out).group(1)
-    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+    return parse_counters(out)
 
 
 def ping(ns: str, target: str, count: int = 3) -> subprocess.CompletedProcess:
@@ -137,6 +143,24 @@ def send_from(ns: str, payload: bytes, dst: tuple[str, int]) -> None:
         pyroute_netns.popns()
 
 
+def socket_in(ns: str, family: int, kind: int) -> socket.socket:
+    """A socket created inside namespace ``ns`` (it stays there)."""
+    pyroute_netns.pushns(ns)
+    try:
+        return socket.socket(family, kind)
+    finally:
+        pyroute_netns.popns()
+
+
+def nothing_arrives(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        sock.recv(65535)
+    except socket.timeout:
+        return True
+    return False
+
+
 def test_tampered_and_replayed_datagrams_are_rejected(lab):
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
@@ -184,3 +208,199 @@ def test_wrong_key_gets_nothing_through(lab):
         stop_tunnel(side_a)
         counters_b = stop_tunnel(side_b)
     assert counters_b["rejected"] >= 2 and counters_b["received"] == 0
+
+
+PLUMBINGS = [("aiouring", "uring"), ("aiouring", "epoll"), ("stdlib-drain", "auto"), ("stdlib-pipes", "auto")]
+
+
+@pytest.mark.parametrize("io,backend", PLUMBINGS)
+def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend):
+    """The TUN interface deleted under a running tunnel (its reads fail with
+    EBADFD from then on): the process must not go on as a dead tunnel."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", io, "--backend", backend, "--name", "aioutun7")
+    try:
+        subprocess.run(["ip", "netns", "exec", a, "ip", "link", "del", "aioutun7"], check=True)
+        out, err = side_a.communicate(timeout=20)  # the deadline: it must exit by itself
+    finally:
+        if side_a.poll() is None:
+            side_a.kill()
+            side_a.communicate()
+    assert side_a.returncode not in (0, None), err
+    assert "TUN" in err and "exiting" in err, err
+
+
+def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab):
+    """A has --mtu 1480, B 1420: A's 1458-byte packet authenticates at B but
+    cannot go into B's TUN; B drops and counts it and stays up."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY, "--mtu", "1480")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        big = subprocess.run(["ip", "netns", "exec", a, "ping", "-c", "1", "-W", "1", "-s", "1430", "-M", "dont", B_INNER], capture_output=True, text=True, timeout=30)
+        assert "0 received" in big.stdout, big.stdout + big.stderr
+        assert "3 received" in ping(a, B_INNER).stdout  # the tunnel is still up
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["oversize"] == 1
+
+
+def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab):
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain")
+    try:
+        packet = udp_packet(A_INNER, B_INNER, 1000, 2000, b"x" * 1422)  # 1450 bytes: within the receive buffer, above B's MTU
+        send_from(a, b"\0" * tunnel.HEADER.size + packet, (B_UNDERLAY, 51820))
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["oversize"] == 1
+
+
+def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab):
+    """Record one datagram from each of 6 lives of A (each restart is a new
+    salt: more than the 4 salts the first design remembered), then replay them
+    all to B from another port.  B must refuse and count every one, and keep
+    answering A where A is: a roam would send B's replies to the replayer."""
+    a, b = lab
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    side_a = None
+    recorded = []
+    try:
+        for _ in range(6):
+            side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+            pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.2", B_INNER], stdout=subprocess.DEVNULL)
+            recorded.append(capture_tunnel_datagram(a, source=A_UNDERLAY))
+            pinger.wait(timeout=20)
+            stop_tunnel(side_a)
+            side_a = None
+        side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+        assert "3 received" in ping(a, B_INNER).stdout
+        replayer = socket_in(a, socket.AF_INET, socket.SOCK_DGRAM)
+        with replayer:
+            for datagram in recorded:
+                replayer.sendto(datagram, (B_UNDERLAY, 51820))
+            # B takes datagrams in order: once A's ping is answered, B has dealt
+            # with every replay.  Replays of echo requests that got through would
+            # have been answered, and after a roam the answers go to the replayer.
+            assert "3 received" in ping(a, B_INNER).stdout
+            assert nothing_arrives(replayer, within=0.5)
+    finally:
+        if side_a is not None:
+            stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["replayed"] == len(recorded), counters_b
+    assert counters_b.get("roamed", 0) == 0
+
+
+def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab):
+    """Both directions share the key: B's own datagram, captured on the wire
+    and bounced back to B, authenticates.  B must refuse it (and not roam)."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
+    try:
+        pinger = subprocess.Popen(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.2", B_INNER], stdout=subprocess.DEVNULL)
+        own = capture_tunnel_datagram(a, source=B_UNDERLAY)  # B's answer, as it arrives at A
+        pinger.wait(timeout=20)
+        reflector = socket_in(a, socket.AF_INET, socket.SOCK_DGRAM)
+        with reflector:
+            reflector.sendto(own, (B_UNDERLAY, 51820))
+            # B speaks first now: after a roam its packets would go to the reflector
+            assert "3 received" in ping(b, A_INNER).stdout
+            assert nothing_arrives(reflector, within=0.5)
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["reflected"] == 1, counters_b
+
+
+def pings_within(ns: str, target: str, seconds: float) -> bool:
+    """True as soon as one ping gets an answer, False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if "1 received" in ping(ns, target, count=1).stdout:
+            return True
+    return False
+
+
+def hostile_datagrams(plain: bool) -> tuple[list[bytes], int]:
+    """Datagrams anyone could send to a tunnel, and how many of them must be
+    counted as ``malformed`` whatever happens to the rest."""
+    import random
+
+    rng = random.Random(7)
+    header = tunnel.HEADER.pack(b"\0\0\0\1", b"salt", time.time_ns())
+    # a datagram sealed under the right key (as by a key holder) whose payload is not IP
+    forger = tunnel.Sealer(None if plain else bytes.fromhex(KEY), "10.50.0.9/24")
+    forger.counter = 1 << 62  # far above any live counter: it must still move nothing
+    not_ip = forger.seal(b"\x00" * 40)
+    must_be_malformed = [b"", b"\x45", header, not_ip]
+    if not plain:
+        must_be_malformed.append(header + b"\xaa" * 15)  # a truncated tag, nothing after it
+    others = [
+        header + b"\xaa" * 16,  # a tag and no payload
+        header + os.urandom(60000),  # huge
+        os.urandom(1400),
+        forger.seal(udp_packet(A_INNER, B_INNER, 1000, 2000, b"y" * 1500)),  # oversize
+    ]
+    flood = [os.urandom(rng.randrange(0, 1500)) for _ in range(20000)]
+    return must_be_malformed + others + flood, len(must_be_malformed)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
+def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, backend, loop, plain):
+    a, b = lab
+    auth = ["--plain"] if plain else ["--key", KEY]
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, *auth, "--backend", backend, "--loop", loop)
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, *auth, "--backend", backend, "--loop", loop)
+    try:
+        assert "3 received" in ping(a, B_INNER).stdout
+        datagrams, malformed = hostile_datagrams(plain)
+        attacker = socket_in(a, socket.AF_INET, socket.SOCK_DGRAM)
+        with attacker:
+            for datagram in datagrams:
+                try:
+                    attacker.sendto(datagram, (B_UNDERLAY, 51820))
+                except OSError:  # EMSGSIZE for none here; a full socket buffer drops, as the wire would
+                    pass
+            # the flood may still fill B's socket buffer (dropping whatever comes,
+            # as the wire would): wait until it has drained, then both directions work
+            assert pings_within(a, B_INNER, seconds=20)
+            assert "3 received" in ping(a, B_INNER).stdout
+            assert "3 received" in ping(b, A_INNER).stdout
+            assert nothing_arrives(attacker, within=0.5)  # and B never answered the attacker
+        assert side_a.poll() is None and side_b.poll() is None
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["malformed"] >= malformed, counters_b
+    assert counters_b["oversize"] >= 1, counters_b
+    if not plain:
+        assert counters_b["rejected"] > 1000, counters_b  # the flood, short of what the socket buffer dropped
+
+
+def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab):
+    """--io stdlib-drain is the best stdlib recipe on both fds: one wake-up of
+    its UDP socket takes up to 64 queued datagrams (asyncio's endpoint takes
+    one per callback).  B is stopped while 100 datagrams queue, then resumed."""
+    a, b = lab
+    side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", "stdlib-drain")
+    side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain", "--io", "stdlib-drain")
+    try:
+        side_b.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(100):
+                send_from(a, b"\0" * 20, (B_UNDERLAY, 51820))  # malformed: counted, nothing else
+        finally:
+            side_b.send_signal(signal.SIGCONT)
+        assert "3 received" in ping(a, B_INNER).stdout
+    finally:
+        stop_tunnel(side_a)
+        counters_b = stop_tunnel(side_b)
+    assert counters_b["malformed"] == 100, counters_b
+    assert counters_b["udp_drain_max"] == 64, counters_b
