@@ -5,7 +5,7 @@ The device never touches a socket or a TUN.  It is given two callables,
 is fed batches: ``from_tun(packets)`` with IP packets read from the TUN,
 ``from_udp([(datagram, address), ...])`` with datagrams, and ``tick()``
 every few tens of milliseconds for the timers.  ``clock`` gives monotonic
-seconds (tests pass their own).
+seconds and ``wall_clock`` Unix nanoseconds (tests pass their own).
 
 Every datagram fed to ``from_udp`` ends in exactly one counter: one of the
 ``received_*`` stats when it was taken, or one ``drops`` reason when it was
@@ -17,7 +17,8 @@ Timers follow wireguard-go's device/timers.go, as deadlines checked by
 stores a timestamp per batch:
 
 * retransmit: an initiation unanswered after REKEY_TIMEOUT (+ jitter) is
-  sent again, up to REKEY_ATTEMPT_TIME / REKEY_TIMEOUT times, then the
+  sent again, REKEY_ATTEMPT_TIME / REKEY_TIMEOUT + 1 times (as wireguard-go:
+  20 initiations in all with the default constants), then the
   staged packets are dropped and key material is wiped 3*REJECT_AFTER_TIME later;
 * passive keepalive: data received and nothing sent for KEEPALIVE_TIMEOUT;
 * new handshake: data sent and nothing authenticated received for
@@ -237,7 +238,7 @@ class Peer:
         self.last_initiation_sent = now
         device.forget_handshake_index(self.handshake.local_index)
         index = device.new_index()
-        message = self.handshake.create_initiation(index, now)
+        message = self.handshake.create_initiation(index, now, device.wall_clock())
         device.handshake_index[index] = self
         self.keepalive_at = None
         if self.persistent_keepalive:
@@ -334,7 +335,7 @@ class Peer:
         at = self.retransmit_at
         if at is not None and now >= at:
             self.retransmit_at = None
-            if self.handshake_attempts >= K.MAX_HANDSHAKE_ATTEMPTS:
+            if self.handshake_attempts > K.MAX_HANDSHAKE_ATTEMPTS:
                 # give up: what waited is dropped, the partial exchange is wiped later
                 self.keepalive_at = None
                 self.flush_staged("handshake_failed")
@@ -382,7 +383,8 @@ class Device:
     def __init__(self, private_key: bytes, *, mtu: int = 1420,
                  send: Callable[[bytes, Any], None] | None = None,
                  write: Callable[[bytes], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], int] = time.time_ns) -> None:
         from .crypto import private_from_bytes
 
         self.identity = Identity(private_from_bytes(private_key))
@@ -390,6 +392,7 @@ class Device:
         self.send: Callable[[bytes, Any], None] = send or (lambda data, addr: None)
         self.write: Callable[[bytes], None] = write or (lambda packet: None)
         self.clock = clock
+        self.wall_clock = wall_clock  # nanoseconds, for the TAI64N timestamps of initiations
         self.peers: dict[bytes, Peer] = {}
         self.allowed = AllowedIPs()
         self.index: dict[int, Keypair] = {}
