@@ -212,9 +212,11 @@ class AiouringWg:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
         self._err: list[str] = []
-        threading.Thread(target=self._pump_err, args=(self.proc.stderr, self._err), daemon=True).start()
+        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._pump_err, args=(self.proc.stderr, self._err), daemon=True)]
+        for t in self._threads:
+            t.start()
         line = self._next_line(lambda l: l.startswith("ready"), timeout)
         self.ready_line = line
         self.public = dict(item.split("=", 1) for item in line.split()[2:] if "=" in item)["public_key"]
@@ -285,18 +287,27 @@ class AiouringWg:
                 break
             lines.append(line)
         rc = self.proc.returncode
-        self.proc = None
+        self._reap()
         self.stderr = "".join(self._err)
         assert rc == 0, f"exit status {rc}; stderr: {self.stderr[-3000:]}"
         final = [l for l in lines if l.startswith("counters:")]
         assert final, f"no counters printed; stdout: {lines}; stderr: {self.stderr[-2000:]}"
         return parse_counters(final[-1])
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def _reap(self) -> None:
+        for t in self._threads:
+            t.join(timeout=5)
+        if self.proc is not None:
+            self.proc.stdout.close()
+            self.proc.stderr.close()
         self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reap()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._conf.name)
 
