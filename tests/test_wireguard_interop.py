@@ -298,6 +298,9 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
     rules = nsrun(net.a, "ip", "rule").stdout
     assert "not from all fwmark 0xca6c lookup 51820" in rules and "suppress_prefixlength 0" in rules
     wait_ping(net.a, B_IN4)
+    # the TUN's own IPv6 packets match ::/0 from the first moment: the handshake
+    # they start must not be lost while the interface comes up
+    assert us.counters()["sent_initiation"] == 1
     assert "3 received" in ping(net.a, B_IN6).stdout
     assert "3 received" in ping(net.a, B4).stdout  # the underlay, outside the tunnel
     assert f"dev {us.name}" in nsrun(net.a, "ip", "route", "get", "10.99.0.1").stdout  # everything else: the tunnel

@@ -152,13 +152,16 @@ class Interface:
         except BaseException:
             sock.close()
             raise
+        # before the TUN: with IPv6 on it emits packets (router solicitations)
+        # from the moment it is up, and a peer whose AllowedIPs take them
+        # starts a handshake at once
+        device.send = self.udp.sendto
         self.tun, _ = await aiouring.create_tun_connection(
             lambda: TunSide(device), self.name, addresses=[str(a) for a in config.addresses], mtu=self.mtu,
             backend=self.backend,
         )
         self.tun.set_write_buffer_limits(high=4 << 20)
         self.udp.set_write_buffer_limits(high=4 << 20)
-        device.send = self.udp.sendto
         device.write = self.tun.write
         await self.routes.apply(lambda mark: sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark))
         self.uapi = await uapi.serve(self.name, lambda: uapi.describe(device, self.listen_port, self.routes.fwmark, show_endpoint))

@@ -108,9 +108,12 @@ class WireguardGo:
         self._keyfile.close()
 
     def start(self, listen_port: int = PORT, peers: list[dict] = (), mtu: int = 1420) -> "WireguardGo":
-        env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL="error")
+        env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL=os.environ.get("WG_TEST_LOG_LEVEL", "error"))
+        log = open(os.environ["WG_TEST_LOG"], "a") if os.environ.get("WG_TEST_LOG") else subprocess.DEVNULL
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, self.binary, "-f", self.name], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=log, stderr=log)
+        if log is not subprocess.DEVNULL:
+            log.close()
         wait_until(lambda: os.path.exists(f"/var/run/wireguard/{self.name}.sock")
                    and nsrun(self.ns, "ip", "link", "show", self.name, check=False).returncode == 0, 10, what="wireguard-go's interface")
         self.wg("set", self.name, "private-key", self._keyfile.name, "listen-port", str(listen_port))
