@@ -61,6 +61,7 @@ _COOKIE = struct.pack("<I", K.MESSAGE_COOKIE_REPLY)
 _NONCE_PREFIX = b"\0\0\0\0"
 _PADS = [bytes(n) for n in range(K.PADDING)]
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 DROP_REASONS = (
     # UDP side
@@ -543,7 +544,7 @@ class Device:
                 except InvalidTag:
                     drops["bad_tag"] += 1
                     continue
-                if not kp.replay.accept(int.from_bytes(c, "little")):
+                if not kp.replay.accept(_U64.unpack_from(data, 8)[0]):
                     drops["replayed"] += 1
                     continue
                 peer = kp.peer

@@ -14,6 +14,7 @@ BLOCK_BITS = 64
 BLOCKS = 128
 WINDOW = (BLOCKS - 1) * BLOCK_BITS
 _BLOCK_MASK = BLOCKS - 1
+_EMPTY = [0] * BLOCKS
 
 
 class ReplayWindow:
@@ -25,24 +26,25 @@ class ReplayWindow:
 
     def accept(self, counter: int) -> bool:
         """True the first time ``counter`` is seen inside the window."""
-        if counter >= REJECT_AFTER_MESSAGES:
-            return False
-        block = counter >> 6
         last = self.last
         if counter > last:
+            if counter >= REJECT_AFTER_MESSAGES:
+                return False
+            block = counter >> 6
             current = last >> 6
-            gap = block - current
-            if gap:
-                ring = self.ring
-                if gap >= BLOCKS:
-                    ring[:] = [0] * BLOCKS
+            ring = self.ring
+            if block != current:  # the window moves on: blocks it enters are cleared
+                if block - current >= BLOCKS:
+                    ring[:] = _EMPTY
                 else:
                     for i in range(current + 1, block + 1):
                         ring[i & _BLOCK_MASK] = 0
             self.last = counter
-        elif last - counter > WINDOW:
+            ring[block & _BLOCK_MASK] |= 1 << (counter & 63)
+            return True
+        if last - counter > WINDOW:
             return False
-        index = block & _BLOCK_MASK
+        index = (counter >> 6) & _BLOCK_MASK
         bit = 1 << (counter & 63)
         old = self.ring[index]
         if old & bit:
