@@ -307,3 +307,37 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
     us.stop()
     assert "51820" not in nsrun(net.a, "ip", "rule").stdout
     assert "51820" not in nsrun(net.a, "ip", "-6", "rule").stdout
+
+
+def test_two_wireguard_go_peers_routed_by_allowed_ips_and_held_to_their_sources(net, keys, procs):
+    """Two wireguard-go peers in B's namespace (ports 51820 and 51821, inner
+    10.60.0.2 and 10.61.0.2): we pick the peer by destination, and a packet
+    from peer 1 carrying peer 2's address is dropped as disallowed_source."""
+    second = genkey()
+    go1 = theirs(net, keys, procs)
+    go2 = WireguardGo(net.b, "c", second[0])
+    procs.append(go2)
+    go2.start(listen_port=PORT + 1, peers=[dict(public=keys["a"][1], allowed_ips=f"{A_IN4}/32")], addresses=["10.61.0.2/32"])
+    # B answers from 10.61.0.2 through the second interface only
+    nsrun(net.b, "ip", "rule", "add", "from", "10.61.0.2", "table", "100")
+    nsrun(net.b, "ip", "route", "add", f"{A_IN4}/32", "dev", go2.name, "table", "100")
+    config = config_text(keys["a"][0], PORT, [f"{A_IN4}/24", f"{A_IN6}/64"], [
+        dict(public=keys["b"][1], endpoint=f"{B4}:{PORT}", allowed_ips=f"{B_IN4}/32, {B_IN6}/128"),
+        dict(public=second[1], endpoint=f"[{B6}]:{PORT + 1}", allowed_ips="10.61.0.0/24"),
+    ])
+    us = AiouringWg(net.a, "a", config)
+    procs.append(us)
+    us.start()
+    wait_ping(net.a, B_IN4)
+    wait_ping(net.a, "10.61.0.2")
+    tcp_transfer(net.a, net.b, "10.61.0.2", 4 << 20)
+    assert go1.latest_handshake() > 0 and go2.latest_handshake() > 0
+    before = us.counters()
+    # now B sends from 10.61.0.2 through peer 1: not peer 1's address
+    nsrun(net.b, "ip", "rule", "del", "from", "10.61.0.2", "table", "100")
+    nsrun(net.b, "ip", "route", "add", f"{A_IN4}/32", "dev", go1.name)
+    nsrun(net.b, "ip", "route", "replace", f"{A_IN4}/32", "dev", go1.name, "src", "10.61.0.2")
+    go1.set_peer(public=keys["a"][1], allowed_ips=f"{A_IN4}/32,{A_IN6}/128")
+    ping(net.b, A_IN4, count=3, interval=0.1, wait=1)
+    after = us.wait_counters(lambda c: c["drop_disallowed_source"] >= before["drop_disallowed_source"] + 3, timeout=10)
+    assert after["received_data"] == before["received_data"]

@@ -107,7 +107,9 @@ class WireguardGo:
         self._keyfile.write(private)
         self._keyfile.close()
 
-    def start(self, listen_port: int = PORT, peers: list[dict] = (), mtu: int = 1420) -> "WireguardGo":
+    def start(self, listen_port: int = PORT, peers: list[dict] = (), mtu: int = 1420, addresses: list[str] | None = None) -> "WireguardGo":
+        """Runs it, configures it, gives the interface ``addresses`` (default:
+        this side's inner addresses, /24 and /64) and brings it up."""
         env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL=os.environ.get("WG_TEST_LOG_LEVEL", "error"))
         log = open(os.environ["WG_TEST_LOG"], "a") if os.environ.get("WG_TEST_LOG") else subprocess.DEVNULL
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, self.binary, "-f", self.name], env=env,
@@ -119,9 +121,11 @@ class WireguardGo:
         self.wg("set", self.name, "private-key", self._keyfile.name, "listen-port", str(listen_port))
         for peer in peers:
             self.set_peer(**peer)
-        inner4, inner6 = INNER[self.side]
-        nsrun(self.ns, "ip", "addr", "add", f"{inner4}/24", "dev", self.name)
-        nsrun(self.ns, "ip", "-6", "addr", "add", f"{inner6}/64", "dev", self.name, "nodad")
+        if addresses is None:
+            inner4, inner6 = INNER[self.side]
+            addresses = [f"{inner4}/24", f"{inner6}/64"]
+        for address in addresses:
+            nsrun(self.ns, "ip", "addr", "add", address, "dev", self.name, *(["nodad"] if ":" in address else []))
         nsrun(self.ns, "ip", "link", "set", self.name, "mtu", str(mtu), "up")
         return self
 
