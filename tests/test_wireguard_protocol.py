@@ -16,7 +16,7 @@ from wireguard import constants as K
 from wireguard import crypto, noise
 from wireguard.allowedips import AllowedIPs
 from wireguard.config import ConfigError, parse, parse_endpoint
-from wireguard.replay import WINDOW, ReplayWindow
+from wireguard.replay import BLOCKS, WINDOW, ReplayWindow
 
 A_ADDR, B_ADDR, C_ADDR = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("2001:db8::3", 51820, 0, 0)
 
@@ -24,23 +24,40 @@ A_ADDR, B_ADDR, C_ADDR = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("2001:db8:
 # -- replay window ------------------------------------------------------------------------
 
 
-def counters():
-    near = st.integers(min_value=0, max_value=3 * WINDOW)
-    far = st.integers(min_value=0, max_value=1 << 40)
-    return st.lists(st.one_of(near, near, near, far), max_size=300)
+def replay_steps():
+    """Counters as steps: absolute ones; ones relative to the highest accepted
+    so far (ahead of it, or behind it, at the window's edge too); and echoes
+    of an earlier accepted counter one ring turn (8192) later, which land on
+    the same bit of the ring and must not be taken for replays."""
+    absolute = st.tuples(st.just("at"), st.one_of(st.integers(0, 3 * WINDOW), st.integers(0, 1 << 40)))
+    ahead = st.tuples(st.just("ahead"), st.one_of(st.integers(1, 3), st.integers(1, 200), st.integers(1, 2 * WINDOW)))
+    edge = st.sampled_from([WINDOW - 1, WINDOW, WINDOW + 1])
+    behind = st.tuples(st.just("behind"), st.one_of(st.integers(0, 200), edge, st.integers(WINDOW - 70, WINDOW + 70), st.integers(0, 2 * WINDOW)))
+    echo = st.tuples(st.just("echo"), st.integers(0, 1000))
+    return st.lists(st.one_of(absolute, ahead, ahead, behind, behind, echo), max_size=300)
 
 
-@given(counters())
-@settings(max_examples=300, deadline=None)
-def test_replay_window_accepts_each_counter_once_inside_the_window(sequence):
+@given(replay_steps())
+@settings(max_examples=400, deadline=None)
+def test_replay_window_accepts_each_counter_once_inside_the_window(steps):
     window = ReplayWindow()
     seen: set[int] = set()
+    accepted: list[int] = []
     top = 0
-    for c in sequence:
+    for kind, value in steps:
+        if kind == "at":
+            c = value
+        elif kind == "ahead":
+            c = top + value
+        elif kind == "behind":
+            c = max(0, top - value)
+        else:
+            c = accepted[value % len(accepted)] + (BLOCKS * 64) if accepted else value
         expected = c not in seen and (c > top or top - c <= WINDOW)
-        assert window.accept(c) == expected, (c, top)
+        assert window.accept(c) == expected, (kind, c, top)
         if expected:
             seen.add(c)
+            accepted.append(c)
             top = max(top, c)
 
 
