@@ -108,8 +108,10 @@ class Handshake:
 
     # -- initiator ------------------------------------------------------------------------
 
-    def create_initiation(self, local_index: int, now: float, wall_ns: int | None = None) -> bytes:
-        ephemeral = generate_private()
+    def create_initiation(self, local_index: int, now: float, wall_ns: int | None = None, ephemeral=None) -> bytes:
+        """An initiation; ``wall_ns`` (the timestamp's clock) and ``ephemeral``
+        (an X25519 private key) are for known-answer tests."""
+        ephemeral = ephemeral or generate_private()
         e_pub = public_key(ephemeral)
         h = hash_(self.initial_hash, e_pub)
         c = kdf1(INITIAL_CHAIN_KEY, e_pub)
