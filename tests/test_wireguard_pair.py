@@ -3,6 +3,8 @@ veth with IPv6 on: traffic both ways, PersistentKeepalive, a cookie consumed
 by our own initiator, restarts, SIGTERM while traffic flows."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 
 import pytest
@@ -62,6 +64,8 @@ def test_persistent_keepalive_brings_the_session_up_unasked(net, procs):
     b.wait_counters(lambda c: c["received_keepalive"] >= 2 and c["handshakes_completed"] >= 1, timeout=15, what="keepalives")
     assert a.counters()["sent_initiation"] >= 1
     wait_ping(net.b, A_IN4)  # b learnt a's endpoint from it
+    assert a.stop(sig=signal.SIGINT)["sent_keepalive"] >= 2  # Ctrl-C stops it cleanly too
+    assert not os.path.exists(f"/var/run/wireguard/{a.name}.sock")
 
 
 def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs):

@@ -274,16 +274,16 @@ class AiouringWg:
             raise AssertionError(f"{exc}; last counters: {last}") from None
         return last
 
-    def stop(self, timeout: float = 20) -> dict[str, int]:
-        """SIGTERM; the final counters (it must exit with status 0)."""
+    def stop(self, timeout: float = 20, sig: int = signal.SIGTERM) -> dict[str, int]:
+        """SIGTERM (or ``sig``); the final counters (it must exit with status 0)."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"{self.name} did not stop on SIGTERM")
+            raise AssertionError(f"{self.name} did not stop on {signal.Signals(sig).name}")
         lines = []
         while True:
             try:
