@@ -315,8 +315,9 @@ class AiouringWg:
                 self.proc.kill()
                 self.proc.wait()
             self._reap()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._conf.name)
+        for path in (self._conf.name, f"/var/run/wireguard/{self.name}.sock"):  # the socket outlives a SIGKILL
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def parse_counters(line: str) -> dict[str, int]:
