@@ -291,6 +291,19 @@ def test_rekey_after_messages(pair, monkeypatch):
     assert len(a.tun) == 12
 
 
+def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch):
+    monkeypatch.setattr(K, "REJECT_AFTER_MESSAGES", 4)
+    wire, a, b = pair
+    a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(3)])  # counters 0-2
+    wire.deliver()
+    wire.now += K.REKEY_TIMEOUT + 1
+    a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(3, 6)])  # would need 3-5: staged
+    assert a.device.stats["sent_data"] == 3 and a.device.stats["sent_initiation"] == 2
+    wire.deliver()
+    assert b.tun == [ip_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(6)]
+    assert max(struct.unpack_from("<Q", d, 8)[0] for d in transport_messages(wire, A_ADDR)) < 4
+
+
 def test_keys_expire_after_reject_after_time(pair):
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])

@@ -37,6 +37,11 @@ class TunSide(aiouring.TunProtocol):
         self.device = device
         self.from_tun = device.from_tun
         self.errors = 0
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
 
     def packets_received(self, packets: list[bytes]) -> None:
         try:
@@ -57,6 +62,11 @@ class UdpSide(asyncio.DatagramProtocol):
     def __init__(self, device: Device) -> None:
         self.device = device
         self.datagrams_received = device.process_udp
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.device.process_udp([(data, addr)])
@@ -195,19 +205,9 @@ class Interface:
         await self.routes.undo()
         for transport in (self.tun, self.udp):
             if transport is not None:
-                waiter = asyncio.get_running_loop().create_future()
-                protocol = transport.get_protocol()
-                original = getattr(protocol, "connection_lost")
-
-                def lost(exc: Any, original: Any = original, waiter: Any = waiter) -> None:
-                    original(exc)
-                    if not waiter.done():
-                        waiter.set_result(None)
-
-                protocol.connection_lost = lost
-                transport.close()
+                transport.close()  # sends what is queued first
                 try:
-                    await asyncio.wait_for(waiter, 5)
+                    await asyncio.wait_for(asyncio.shield(transport.get_protocol().closed), 5)
                 except asyncio.TimeoutError:
                     transport.abort()
         await net.run_hooks(self.config.post_down, self.name)

@@ -256,7 +256,7 @@ class Peer:
         device.forget_handshake_index(self.handshake.local_index)
         index = device.new_index()
         message = self.handshake.create_response(index, now)
-        self._begin_session(now)
+        self.begin_session(now)
         self.keepalive_at = None
         if self.persistent_keepalive:
             self.persistent_at = now + self.persistent_keepalive
@@ -264,7 +264,11 @@ class Peer:
         self.tx_bytes += len(message)
         device.send(message, address)
 
-    def _begin_session(self, now: float) -> None:
+    def begin_session(self, now: float) -> None:
+        """Derives the keypair of the completed exchange and rotates
+        current/previous/next as wireguard-go does: the initiator uses it at
+        once; the responder keeps it as ``next`` until the initiator's first
+        packet with it arrives (key confirmation)."""
         hs = self.handshake
         local, remote = hs.local_index, hs.remote_index
         send_key, receive_key, initiator = hs.derive_keys()
@@ -698,7 +702,7 @@ class Device:
             peer.new_handshake_at = None
             if peer.persistent_keepalive:
                 peer.persistent_at = now + peer.persistent_keepalive
-            peer._begin_session(now)
+            peer.begin_session(now)
             peer.handshake_complete(now)
             if peer.staged:
                 peer.send_staged(now)
