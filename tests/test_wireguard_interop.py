@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(have_tools() is not None, reason=have_tools() or
 
 A_IN4, A_IN6 = INNER["a"]
 B_IN4, B_IN6 = INNER["b"]
-BAD = ("bad_tag", "replayed", "unknown_index", "expired_keypair", "bad_inner_packet", "disallowed_source", "bad_mac1",
+BAD = ("bad_tag", "replayed", "unknown_index", "expired_keypair", "bad_inner_packet", "disallowed_source", "too_big", "bad_mac1",
        "initiation_invalid", "response_invalid", "cookie_invalid", "internal_error", "truncated", "unknown_type")
 
 

@@ -528,7 +528,8 @@ def seal(plaintext: bytes) -> bytes:
 ip_like = st.builds(lambda v, rest: bytes([v << 4 | 5]) + rest, st.sampled_from([4, 6, 5]), st.binary(max_size=70))
 headers = st.builds(lambda src, dst, length, rest: ip_packet(src, dst, rest)[:2] + struct.pack("!H", length) + ip_packet(src, dst, rest)[4:],
                     st.sampled_from(["10.0.0.1", "10.0.0.9"]), st.just("10.0.0.2"), st.integers(0, 120), st.binary(max_size=60))
-sealed = st.builds(seal, st.one_of(st.binary(max_size=100), ip_like, headers,
+big = st.builds(lambda n, src: ip_packet(src, "10.0.0.2", bytes(n)), st.integers(1300, 2000), st.sampled_from(["10.0.0.1", "10.0.0.9"]))
+sealed = st.builds(seal, st.one_of(st.binary(max_size=100), ip_like, headers, big,
                                    st.builds(ip_packet, st.sampled_from(["fd00::1", "fd00::7"]), st.just("fd00::2"), st.binary(max_size=40))))
 
 

@@ -203,7 +203,9 @@ class Interface:
         await net.run_hooks(self.config.pre_down, self.name)
         await uapi.close(self.uapi, self.name)
         await self.routes.undo()
-        for transport in (self.tun, self.udp):
+        # UDP first: once closed it delivers nothing more, so nothing is
+        # written to a TUN that is closing (its write() would raise)
+        for transport in (self.udp, self.tun):
             if transport is not None:
                 transport.close()  # sends what is queued first
                 try:

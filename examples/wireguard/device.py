@@ -73,6 +73,7 @@ DROP_REASONS = (
     "replayed",            # transport whose counter was seen, fell behind the window, or is too large
     "bad_inner_packet",    # decrypted payload is not a well-formed IPv4/IPv6 packet
     "disallowed_source",   # decrypted packet whose source is not in the sending peer's AllowedIPs
+    "too_big",             # decrypted packet larger than our MTU (the TUN would refuse it)
     "bad_mac1",            # handshake message with a wrong mac1
     "cookie_required",     # handshake message without a valid mac2 while under load (a cookie reply went back)
     "rate_limited",        # handshake message over the per-source rate while under load
@@ -527,6 +528,7 @@ class Device:
         cache_get = self.allowed.cache.get
         miss = _MISSING
         reject_after = K.REJECT_AFTER_TIME
+        mtu = self.mtu
         # per-batch bookkeeping for the peer of the last run of transport messages
         run_peer: Peer | None = None
         run_addr: Any = None
@@ -592,6 +594,9 @@ class Device:
                     owner = lookup(src)
                 if owner is not peer:
                     drops["disallowed_source"] += 1
+                    continue
+                if length > mtu:
+                    drops["too_big"] += 1
                     continue
                 if length < n:
                     packet = packet[:length]

@@ -32,8 +32,14 @@ class Node:
         self.address = address
         self.private = crypto.private_bytes(crypto.generate_private())
         self.tun: list[bytes] = []  # packets the device wrote to its TUN
-        self.device = Device(self.private, send=self._send, write=self.tun.append, clock=lambda: net.now,
+        self.device = Device(self.private, send=self._send, write=self._write, clock=lambda: net.now,
                              wall_clock=lambda: int(net.now * 1e9))
+
+    def _write(self, packet: bytes) -> None:
+        # what aiouring's TunTransport.write refuses, refused alike
+        if not packet or len(packet) > self.device.mtu:
+            raise ValueError(f"packet of {len(packet)} bytes for an MTU of {self.device.mtu}")
+        self.tun.append(packet)
 
     def _send(self, data: bytes, addr: Any) -> None:
         self.net.in_flight.append((self.address, addr, data))
