@@ -52,9 +52,9 @@ def procs():
 
 
 def ours(net, keys, procs, *, endpoint: str | None = f"{B4}:{PORT}", env=None, allowed=f"{B_IN4}/32, {B_IN6}/128",
-         extra_peer: dict | None = None, start=True) -> AiouringWg:
+         extra_peer: dict | None = None, start=True, extra: str = "") -> AiouringWg:
     peer = dict(public=keys["b"][1], endpoint=endpoint, allowed_ips=allowed, **(extra_peer or {}))
-    p = AiouringWg(net.a, "a", config_text(keys["a"][0], PORT, [f"{A_IN4}/24", f"{A_IN6}/64"], [peer]), env=env)
+    p = AiouringWg(net.a, "a", config_text(keys["a"][0], PORT, [f"{A_IN4}/24", f"{A_IN6}/64"], [peer], extra=extra), env=env)
     procs.append(p)
     return p.start() if start else p
 
@@ -294,7 +294,10 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
     socket, a table of its own, suppress_prefixlength 0 on main); the
     underlay keeps working and the rules go away on exit."""
     theirs(net, keys, procs)
-    us = ours(net, keys, procs, allowed="0.0.0.0/0, ::/0")
+    marker = f"/tmp/aiouring-wg-test-{os.getpid()}"
+    hooks = f"DNS = 192.0.2.53\nPostUp = touch {marker}-%i\nPostDown = rm {marker}-%i"
+    us = ours(net, keys, procs, allowed="0.0.0.0/0, ::/0", extra=hooks)
+    assert os.path.exists(f"{marker}-{us.name}")  # PostUp ran, with %i
     rules = nsrun(net.a, "ip", "rule").stdout
     assert "not from all fwmark 0xca6c lookup 51820" in rules and "suppress_prefixlength 0" in rules
     wait_ping(net.a, B_IN4)
@@ -305,6 +308,8 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
     assert "3 received" in ping(net.a, B4).stdout  # the underlay, outside the tunnel
     assert f"dev {us.name}" in nsrun(net.a, "ip", "route", "get", "10.99.0.1").stdout  # everything else: the tunnel
     us.stop()
+    assert not os.path.exists(f"{marker}-{us.name}")  # PostDown ran
+    assert "DNS" in us.stderr  # said it does not apply it
     assert "51820" not in nsrun(net.a, "ip", "rule").stdout
     assert "51820" not in nsrun(net.a, "ip", "-6", "rule").stdout
 

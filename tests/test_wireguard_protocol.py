@@ -171,6 +171,18 @@ def test_bad_configs_are_refused_with_the_reason(text, message):
         parse(text)
 
 
+def test_the_program_refuses_a_bad_config_with_the_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "wg9.conf"
+    bad.write_text(f"[Interface]\nPrivateKey = {KEY1}\nListenPort = banana\n")
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "wireguard")
+    result = subprocess.run([sys.executable, example, str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "line 3" in result.stderr and "ListenPort" in result.stderr
+
+
 def test_endpoints():
     assert parse_endpoint("192.0.2.1:51820") == ("192.0.2.1", 51820)
     assert parse_endpoint("[fe80::1%eth0]:1") == ("fe80::1%eth0", 1)
