@@ -202,14 +202,19 @@ def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, p
 
 def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs):
     us = ours(net, keys, procs, endpoint=None)
-    go = theirs(net, keys, procs, endpoint=f"[{A6}]:{PORT}")
-    wait_ping(net.b, A_IN6)
+    with Tap(net.a) as tap:
+        go = theirs(net, keys, procs, endpoint=f"[{A6}]:{PORT}")
+        wait_ping(net.b, A_IN6)
+        initiation = tap.take(lambda d: d.src == B6 and d.payload[:1] == b"\1")[0].payload
     assert "3 received" in ping(net.a, B_IN4).stdout
     tcp_transfer(net.b, net.a, A_IN4, 8 << 20)
     dump = nsrun(net.a, "wg", "show", us.name, "endpoints").stdout.split()
     assert dump[1] == f"[{B6}]:{PORT}"  # learnt from their authenticated packets
+    send_udp(net.b, [initiation], (A6, PORT), sport=40001)  # an old initiation again: its timestamp is not new
+    counters = us.wait_counters(lambda c: c["drop_initiation_replayed"] == 1, timeout=10)
+    assert nsrun(net.a, "wg", "show", us.name, "endpoints").stdout.split()[1] == f"[{B6}]:{PORT}"
     counters = us.stop()
-    assert counters["received_initiation"] >= 1 and counters["sent_initiation"] == 0
+    assert counters["received_initiation"] >= 1 and counters["sent_initiation"] == 0 and counters["sent_response"] == counters["received_initiation"]
     assert no_bad_drops(counters) == {}
     assert go.latest_handshake() > 0
 
