@@ -166,7 +166,7 @@ class Peer:
         mtu = device.mtu
         pads = _PADS
         nbytes = 0
-        data = False
+        empty = 0
         for packet in packets:
             n = len(packet)
             pad = -n & 15
@@ -174,8 +174,8 @@ class Peer:
                 if n + pad > mtu:
                     pad = mtu - n if n < mtu else 0
                 packet += pads[pad]
-            if n:
-                data = True
+            elif not n:
+                empty += 1
             c = counter.to_bytes(8, "little")
             message = header + c + encrypt(_NONCE_PREFIX + c, packet, None)
             send(message, endpoint)
@@ -184,12 +184,12 @@ class Peer:
         kp.send_counter = counter
         self.tx_bytes += nbytes
         stats = device.stats
-        if data:
-            stats["sent_data"] += len(packets)
+        if empty:
+            stats["sent_keepalive"] += empty
+        if len(packets) > empty:
+            stats["sent_data"] += len(packets) - empty
             if self.new_handshake_at is None:
                 self.new_handshake_at = now + K.KEEPALIVE_TIMEOUT + K.REKEY_TIMEOUT + random.uniform(0, K.REKEY_JITTER)
-        else:
-            stats["sent_keepalive"] += len(packets)
         # any authenticated packet sent
         self.keepalive_at = None
         if self.persistent_keepalive:
