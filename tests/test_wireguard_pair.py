@@ -42,11 +42,13 @@ def peer(ns, side, keys, procs, *, endpoint=None, keepalive=0, env=None, args=()
     return p.start()
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, loop):
+@pytest.mark.parametrize("loop, backend", [("asyncio", "uring"), ("uvloop", "uring"), ("asyncio", "epoll")])
+def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, loop, backend):
     keys = {"a": genkey(), "b": genkey()}
-    a = peer(net.a, "a", keys, procs, endpoint=f"[{B6}]:{PORT}", args=("--loop", loop))
-    b = peer(net.b, "b", keys, procs, endpoint=f"{A4}:{PORT}", args=("--loop", loop))
+    args = ("--loop", loop, "--backend", backend)
+    a = peer(net.a, "a", keys, procs, endpoint=f"[{B6}]:{PORT}", args=args)
+    b = peer(net.b, "b", keys, procs, endpoint=f"{A4}:{PORT}", args=args)
+    assert a.ready_line.endswith(f"backend={backend}")
     wait_ping(net.a, B_IN6)
     assert "3 received" in ping(net.b, A_IN4).stdout
     tcp_transfer(net.a, net.b, B_IN4, 16 << 20)
