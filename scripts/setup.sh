@@ -10,7 +10,9 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 
 need=""
-for pkg in liburing-dev iproute2 iputils-ping iperf3 gcc libc6-dev pkg-config; do
+# wireguard-go and wireguard-tools: the peer the WireGuard example is tested against
+# (--no-install-recommends below matters: wireguard-tools recommends a kernel image)
+for pkg in liburing-dev iproute2 iputils-ping iperf3 gcc libc6-dev pkg-config wireguard-go wireguard-tools; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
