@@ -20,6 +20,7 @@ class UringPacketSource:
     re-armed on each completion (``"single"``)."""
 
     datagrams = False
+    _overhead = 0  # buffer bytes beyond the packet itself
 
     def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None) -> None:
         self._engine = engine
@@ -40,7 +41,7 @@ class UringPacketSource:
         if mode != "single":
             self._bgid = engine.alloc_group()
             try:
-                engine.kernel.add_buffer_group(self._bgid, buffers, bufsize, self.datagrams)
+                engine.kernel.add_buffer_group(self._bgid, buffers, bufsize + self._overhead, self.datagrams)
             except BaseException:
                 engine.free_group(self._bgid)
                 raise
@@ -90,7 +91,11 @@ class UringPacketSource:
             self._take_final(res, arena, off)
             self._engine.touch(self)
         elif res < 0 and self._on_error is not None and -res not in FATAL_RECEIVE_ERRNOS and -res not in REARM_ERRNOS and res != -errno.ECANCELED:
-            # one datagram's error (ICMP, truncation): reported, receiving goes on
+            # one datagram's error (ICMP, truncation): reported in its place
+            # among the datagrams, and receiving goes on
+            if self._batch:
+                batch, self._batch = self._batch, []
+                self._on_packets(batch)
             try:
                 self._on_error(oserror(res, f"receive on fd {self.fd}"))
             except Exception as exc:
@@ -150,6 +155,9 @@ class UringDatagramSource(UringPacketSource):
     """A multishot recvmsg: records are (payload, source address)."""
 
     datagrams = True
+    # the kernel lays out each buffer as struct io_uring_recvmsg_out (16
+    # bytes), room for the source address (a sockaddr_storage), then the payload
+    _overhead = 16 + 128
 
     def absorb(self, pk: list[int], arena: Any, i: int, stop: int) -> int:
         ud = pk[i]
@@ -169,12 +177,14 @@ class UringDatagramSource(UringPacketSource):
 class _Batch:
     """One emit's packets while the kernel works on them."""
 
-    __slots__ = ("owner", "data", "joined", "addrs", "nbytes", "again")
+    __slots__ = ("owner", "data", "joined", "raw_addrs", "addrs", "nbytes", "again")
 
-    def __init__(self, owner: "UringSink", data: list[bytes], joined: bytes, addrs: list[bytes], nbytes: int) -> None:
+    def __init__(self, owner: "UringSink", data: list[bytes], joined: bytes, addrs: list[bytes], raw_addrs: bytes, nbytes: int) -> None:
         self.owner = owner
         self.data = data  # the packets, for a retry
-        self.joined = joined  # what the kernel reads from: alive until the batch is done
+        # what the kernel reads from (payloads, destination addresses): alive until the batch is done
+        self.joined = joined
+        self.raw_addrs = raw_addrs
         self.addrs = addrs
         self.nbytes = nbytes
         self.again: list[int] = []  # datagrams the socket could not take (EAGAIN)
@@ -202,7 +212,7 @@ class UringSink(SinkBase):
         taken, slot = engine.kernel.emit(self.fd, self.kind, self.flags, joined, lens, len(data), raw_addrs, alens if self.kind == KIND_DATAGRAM else None)
         if taken:
             kept = nbytes if taken == len(data) else sum(lens[:taken])
-            engine.add_batch(slot, _Batch(self, data, joined, addrs, kept))
+            engine.add_batch(slot, _Batch(self, data, joined, addrs, raw_addrs, kept))
             self._kernel_bytes += kept
             self._batches += 1
         return taken

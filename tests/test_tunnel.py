@@ -379,7 +379,9 @@ def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, 
         stop_tunnel(side_a)
         counters_b = stop_tunnel(side_b)
     assert counters_b["malformed"] >= malformed, counters_b
-    assert counters_b["oversize"] >= 1, counters_b
+    # the oversize packet and the 60,000-byte datagram: refused as too big to
+    # deliver (oversize) or too big for the receive buffers (EMSGSIZE), counted either way
+    assert counters_b["oversize"] + counters_b.get("udp_EMSGSIZE", 0) >= 2, counters_b
     if not plain:
         assert counters_b["rejected"] > 1000, counters_b  # the flood, short of what the socket buffer dropped
 

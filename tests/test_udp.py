@@ -285,3 +285,62 @@ async def test_fake_ring_endpoint_delivers_sends_and_reports_errors():
     transport.close()
     assert await protocol.lost is None
     transport.get_extra_info("ring").close()
+
+
+@pytest.mark.parametrize("backend", ["uring", "epoll"])
+async def test_each_datagram_of_a_batch_reaches_its_own_destination(backend):
+    """One loop iteration's sends to several addresses leave as one batch:
+    each must go where its own sendto said, whatever Python does with the
+    memory meanwhile (the kernel reads the addresses at submit time)."""
+    receivers = []
+    for _ in range(4):
+        t, p = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
+        t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receivers.append((t, p))
+    sender_t, sender = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
+    # a second sender, flushed right after the first, allocates batches of the same sizes
+    other_t, other = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
+    drop = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    drop.bind(("127.0.0.1", 0))
+    for round_ in range(5):
+        for i in range(200):
+            t, _ = receivers[i % 4]
+            host, port = t.get_extra_info("sockname")
+            sender_t.sendto(b"%d.%d" % (round_, i), (str(host), int(port)))  # fresh tuples each time
+            other_t.sendto(b"x" * 8, drop.getsockname())
+        await asyncio.sleep(0)
+    for n, (t, p) in enumerate(receivers):
+        await p.wait(250)
+        assert sorted(d for d, _ in p.datagrams) == sorted(b"%d.%d" % (r, i) for r in range(5) for i in range(n, 200, 4))
+    assert sender.errors == []
+    drop.close()
+    for t, p in receivers + [(sender_t, sender), (other_t, other)]:
+        t.close()
+        await p.lost
+
+
+@pytest.mark.parametrize("backend", ["uring", "epoll"])
+async def test_empty_small_and_oversize_datagrams_arrive_in_order_with_their_errors(backend):
+    """Both backends hand over the same thing: empty datagrams are datagrams,
+    one longer than max_datagram_size is EMSGSIZE in its place, never cut short."""
+    events: list = []
+    done = asyncio.Event()
+
+    class Order(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            events.append(len(data))
+            if data == b"after":
+                done.set()
+
+        def error_received(self, exc):
+            events.append(type(exc).__name__ + str(exc.errno))
+
+    transport, _ = await aiouring.create_datagram_endpoint(Order, local_addr=("127.0.0.1", 0), backend=backend, max_datagram_size=1516)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in [b"", b"\x45", b"x" * 16, b"y" * 1516, b"z" * 1517, b"w" * 60000, b"after"]:
+            s.sendto(d, transport.get_extra_info("sockname"))
+        await asyncio.wait_for(done.wait(), 5)
+    import errno as errno_
+
+    assert events == [0, 1, 16, 1516, f"OSError{errno_.EMSGSIZE}", f"OSError{errno_.EMSGSIZE}", 5]
+    transport.close()
