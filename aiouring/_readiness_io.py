@@ -7,7 +7,7 @@ import errno
 from array import array
 from typing import Any
 
-from ._native import KIND_DATAGRAM, SyscallBatch
+from ._native import BR_GRO, BR_VNET, EV_GRO_REFUSED, EV_GSO_REFUSED, EV_GSO_TOO_BIG, KIND_DATAGRAM, SyscallBatch
 from ._readiness import ReadinessEngine
 from .errors import oserror
 from .packet_io import FATAL_RECEIVE_ERRNOS, OnDatagrams, OnError, OnPackets, OnProgress, OnStopped, SinkBase
@@ -22,8 +22,10 @@ class ReadinessPacketSource:
     mode = "readiness"
     _nested = False  # see ReadinessEngine: sockets are watched through the engine's epoll
 
-    def __init__(self, engine: ReadinessEngine, batch: SyscallBatch, fd: int, bufsize: int, on_packets: Any, on_stopped: OnStopped, limit: int) -> None:
+    def __init__(self, engine: ReadinessEngine, batch: SyscallBatch, fd: int, bufsize: int, on_packets: Any, on_stopped: OnStopped, limit: int, split: bool = False) -> None:
         self._engine = engine
+        self._kind = (BR_GRO if self._nested else BR_VNET) if split else 0
+        self.reads = 0  # reads that carried data
         self._syscalls = batch
         self.fd = fd
         self._bufsize = bufsize
@@ -38,7 +40,8 @@ class ReadinessPacketSource:
         return not self._stopped
 
     def _drain(self) -> None:
-        packets, err = self._syscalls.read(self.fd, self._bufsize, self._limit)
+        packets, err = self._syscalls.read(self.fd, self._bufsize, self._limit, self._kind)
+        self.reads += self._syscalls.last_reads
         if packets:
             self._engine.done += len(packets)
             self._on_packets(packets)
@@ -70,12 +73,13 @@ class ReadinessDatagramSource(ReadinessPacketSource):
 
     _nested = True
 
-    def __init__(self, engine: ReadinessEngine, batch: SyscallBatch, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, limit: int) -> None:
+    def __init__(self, engine: ReadinessEngine, batch: SyscallBatch, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, limit: int, split: bool = False) -> None:
         self._on_error = on_error
-        super().__init__(engine, batch, fd, bufsize, on_datagrams, on_stopped, limit)
+        super().__init__(engine, batch, fd, bufsize, on_datagrams, on_stopped, limit, split)
 
     def _drain(self) -> None:
-        got, err = self._syscalls.recv(self.fd, self._bufsize, self._limit)
+        got, err = self._syscalls.recv(self.fd, self._bufsize, self._limit, self._kind)
+        self.reads += self._syscalls.last_reads
         if got:
             self._engine.done += len(got)
             self._on_packets([(payload, from_sockaddr(raw)) for raw, payload in got])
@@ -100,11 +104,16 @@ class ReadinessSink(SinkBase):
     def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
         joined = b"".join(data)
         datagrams = self.kind == KIND_DATAGRAM
-        done, refused = self._syscalls.send(
-            self.fd, self.kind, self.flags, joined, lens, len(data),
+        done, writes, refused, events, seg = self._syscalls.send(
+            self.fd, self.kind, self.flags, self.gso_max, joined, lens, len(data),
             b"".join(addrs) if datagrams else b"", alens if datagrams else None,
         )
         self.engine.done += done
+        self.writes += writes
+        if events & EV_GSO_TOO_BIG:
+            self.refused(-errno.EMSGSIZE, seg)
+        if events & (EV_GRO_REFUSED | EV_GSO_REFUSED):
+            self.refused(-errno.EINVAL, 0)  # the packets were resent one by one already
         for _, res in refused:
             self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"))
         if done < len(data):

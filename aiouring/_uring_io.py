@@ -7,7 +7,7 @@ from array import array
 from typing import Any
 
 from ._engine import UringEngine
-from ._native import F_MORE, KIND_DATAGRAM, POLLOUT
+from ._native import BR_GRO, BR_RECVMSG, BR_VNET, F_MORE, KIND_DATAGRAM, POLLOUT
 from .errors import ClosedError, oserror
 from .packet_io import FATAL_RECEIVE_ERRNOS, REARM_ERRNOS, OnError, OnPackets, OnProgress, OnStopped, SinkBase
 from .sockaddr import from_sockaddr
@@ -22,7 +22,10 @@ class UringPacketSource:
     datagrams = False
     _overhead = 0  # buffer bytes beyond the packet itself
 
-    def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None) -> None:
+    def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None, split: bool = False) -> None:
+        """``split``: a TUN read starts with a virtio header (super-packets
+        are split into their segments); a datagram carries a UDP_GRO segment
+        size (split by it)."""
         self._engine = engine
         self.fd = fd
         self.mode = mode
@@ -38,10 +41,13 @@ class UringPacketSource:
         self._stop_pending = False
         self._buf: bytearray | None = None
         self._bgid = -1
+        self._reads_before_stop = 0
+        self._single_reads = 0
         if mode != "single":
+            kind = (BR_RECVMSG | (BR_GRO if split else 0)) if self.datagrams else (BR_VNET if split else 0)
             self._bgid = engine.alloc_group()
             try:
-                engine.kernel.add_buffer_group(self._bgid, buffers, bufsize + self._overhead, self.datagrams)
+                engine.kernel.add_buffer_group(self._bgid, buffers, bufsize + self._overhead, kind)
             except BaseException:
                 engine.free_group(self._bgid)
                 raise
@@ -50,6 +56,14 @@ class UringPacketSource:
     @property
     def active(self) -> bool:
         return not self._stopped and not self._cancelling
+
+    @property
+    def reads(self) -> int:
+        """Reads that carried data (fewer than packets when super-packets or
+        GRO'd datagrams were split)."""
+        if self._bgid >= 0:
+            self._reads_before_stop = self._engine.kernel.group_counts(self._bgid)[0]
+        return self._reads_before_stop + self._single_reads
 
     def _arm(self) -> None:
         engine = self._engine
@@ -77,18 +91,17 @@ class UringPacketSource:
             i += 3
         return i
 
-    def _take_final(self, lenfield: int, arena: Any, off: int) -> None:
-        if off >= 0:
-            self._batch.append(arena[off : off + lenfield])
-        else:
-            assert self._buf is not None
-            self._batch.append(bytes(memoryview(self._buf)[:lenfield]))
+    def _take_final(self, size: int, arena: Any, off: int) -> None:
+        assert self._buf is not None  # a single read: the bytes are in its own buffer
+        self._single_reads += 1
+        self._batch.append(bytes(memoryview(self._buf)[:size]))
 
     @staticmethod
     def _on_cqe(ctx: Any, res: int, flags: int, arena: Any, off: int) -> None:
         self: UringPacketSource = ctx if isinstance(ctx, UringPacketSource) else ctx[0]
         if res > 0:
-            self._take_final(res, arena, off)
+            if off != -2:  # -2: its packets came through absorb() already
+                self._take_final(res, arena, off)
             self._engine.touch(self)
         elif res < 0 and self._on_error is not None and -res not in FATAL_RECEIVE_ERRNOS and -res not in REARM_ERRNOS and res != -errno.ECANCELED:
             # one datagram's error (ICMP, truncation): reported in its place
@@ -120,6 +133,7 @@ class UringPacketSource:
 
     def _stop(self, exc: BaseException | None) -> None:
         if self._bgid >= 0:
+            self._reads_before_stop = self._engine.kernel.group_counts(self._bgid)[0]
             try:
                 self._engine.kernel.remove_buffer_group(self._bgid)
             finally:
@@ -169,25 +183,23 @@ class UringDatagramSource(UringPacketSource):
             i += 3
         return i
 
-    def _take_final(self, lenfield: int, arena: Any, off: int) -> None:
-        alen = lenfield >> 32
-        self._batch.append((arena[off + alen : off + alen + (lenfield & 0xFFFFFFFF)], from_sockaddr(arena[off : off + alen])))
-
 
 class _Batch:
     """One emit's packets while the kernel works on them."""
 
-    __slots__ = ("owner", "data", "joined", "raw_addrs", "addrs", "nbytes", "again")
+    __slots__ = ("owner", "slot", "data", "joined", "raw_addrs", "addrs", "nbytes", "again", "full")
 
-    def __init__(self, owner: "UringSink", data: list[bytes], joined: bytes, addrs: list[bytes], raw_addrs: bytes, nbytes: int) -> None:
+    def __init__(self, owner: "UringSink", slot: int, data: list[bytes], joined: bytes, addrs: list[bytes], raw_addrs: bytes, nbytes: int) -> None:
         self.owner = owner
+        self.slot = slot
         self.data = data  # the packets, for a retry
         # what the kernel reads from (payloads, destination addresses): alive until the batch is done
         self.joined = joined
         self.raw_addrs = raw_addrs
         self.addrs = addrs
         self.nbytes = nbytes
-        self.again: list[int] = []  # datagrams the socket could not take (EAGAIN)
+        self.again: list[int] = []  # packets to send again: the socket was full (EAGAIN), or an offload was refused
+        self.full = False  # ... and the socket was full: wait until it is writable
 
 
 class UringSink(SinkBase):
@@ -207,28 +219,46 @@ class UringSink(SinkBase):
 
     def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
         engine: UringEngine = self.engine
+        kernel = engine.kernel
         joined = b"".join(data)
-        raw_addrs = b"".join(addrs) if self.kind == KIND_DATAGRAM else b""
-        taken, slot = engine.kernel.emit(self.fd, self.kind, self.flags, joined, lens, len(data), raw_addrs, alens if self.kind == KIND_DATAGRAM else None)
-        if taken:
-            kept = nbytes if taken == len(data) else sum(lens[:taken])
-            engine.add_batch(slot, _Batch(self, data, joined, addrs, raw_addrs, kept))
-            self._kernel_bytes += kept
-            self._batches += 1
-        return taken
+        datagrams = self.kind == KIND_DATAGRAM
+        raw_addrs = b"".join(addrs) if datagrams else b""
+        queued, planned, slot = kernel.emit(self.fd, self.kind, self.flags, self.gso_max, joined, lens, len(data), raw_addrs, alens if datagrams else None)
+        if not queued:
+            return 0
+        batch = _Batch(self, slot, data, joined, addrs, raw_addrs, nbytes)
+        if queued < planned:
+            # the SQ could not be drained: what did not make it goes back,
+            # in order, and counts as queued here, not in the kernel
+            left = sorted(i for k in range(queued, planned) for i in kernel.batch_members(slot, k)[0])
+            batch.nbytes -= sum(lens[i] for i in left)
+            self.requeue([data[i] for i in left], [addrs[i] for i in left] if datagrams else [])
+        engine.add_batch(slot, batch)
+        self._kernel_bytes += batch.nbytes
+        self._batches += 1
+        self.writes += queued
+        return len(data)
 
     def batch_failed(self, batch: _Batch, index: int, res: int) -> None:
-        if res == -errno.EAGAIN and self.kind == KIND_DATAGRAM:
-            batch.again.append(index)  # a non-blocking socket with a full send buffer
+        members, coalesced, seg = self.engine.kernel.batch_members(batch.slot, index)
+        datagrams = self.kind == KIND_DATAGRAM
+        if coalesced and (res == -errno.EINVAL if not datagrams else res in (-errno.EIO, -errno.EINVAL, -errno.EMSGSIZE)):
+            self.refused(res, seg)
+            batch.again.extend(members)  # sent again one by one when the batch is done
+        elif res == -errno.EAGAIN and datagrams:
+            batch.again.extend(members)  # a non-blocking socket with a full send buffer
+            batch.full = True
         elif not self.closed or res != -errno.ECANCELED:
-            self._error(oserror(res, "sendmsg" if self.kind == KIND_DATAGRAM else f"write to fd {self.fd}"))
+            for _ in members:
+                self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"))
 
     def batch_done(self, batch: _Batch) -> None:
         self._kernel_bytes -= batch.nbytes
         self._batches -= 1
         if batch.again and not self.closed:
             again = sorted(batch.again)
-            self._wait_writable()  # first: the requeued datagrams wait for it
+            if batch.full:
+                self._wait_writable()  # first: the requeued datagrams wait for it
             self.requeue([batch.data[i] for i in again], [batch.addrs[i] for i in again] if batch.addrs else [])
         self._progress()
 

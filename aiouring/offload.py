@@ -34,7 +34,9 @@ __all__ = [
     "TUN_F_USO6",
     "MAX_BATCH",
     "MAX_SEGMENTS",
+    "DISABLE_ENV",
     "VirtioNetHeader",
+    "disabled",
     "gso_split",
     "gro_coalesce",
 ]
@@ -128,3 +130,23 @@ def gro_coalesce(packets: Sequence[bytes], *, tcp: bool = True, udp: bool = Fals
     """
     flags = (_offload.GRO_TCP if tcp else 0) | (_offload.GRO_UDP if udp else 0)
     return _offload.coalesce(packets, flags)
+
+
+DISABLE_ENV = "AIOURING_DISABLE_OFFLOADS"
+"""The environment variable that turns offloads off, for when a kernel
+misbehaves with them: a comma-separated list of ``tun`` (TUN super-packets
+both ways), ``gso`` (UDP segmentation on send), ``gro`` (UDP receive
+coalescing), or ``all`` (also ``1``).  Read when an endpoint is opened."""
+
+_KINDS = frozenset({"tun", "gso", "gro"})
+
+
+def disabled() -> frozenset[str]:
+    """The offloads ``AIOURING_DISABLE_OFFLOADS`` turns off (see ``DISABLE_ENV``)."""
+    import os
+
+    raw = os.environ.get(DISABLE_ENV, "")
+    words = {w.strip().lower() for w in raw.split(",") if w.strip()}
+    if words & {"all", "1", "yes", "true"}:
+        return _KINDS
+    return frozenset(words & _KINDS)

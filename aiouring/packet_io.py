@@ -28,11 +28,16 @@ arguments and report errors the same way:
 from __future__ import annotations
 
 import errno
+import logging
 from array import array
 from typing import Any, Callable, Protocol
 
-from ._native import KIND_DATAGRAM, MAX_BATCH
+from ._native import EMIT_GRO_TCP, EMIT_GRO_UDP, EMIT_GSO, KIND_DATAGRAM, MAX_BATCH
 from .errors import ClosedError
+
+logger = logging.getLogger("aiouring")
+
+_GSO_MAX = 65535  # no limit but the kernel's own (the payload cap per send)
 
 __all__ = [
     "FATAL_RECEIVE_ERRNOS",
@@ -68,6 +73,10 @@ class PacketSource(Protocol):
     """``"multishot"``, ``"single"`` (io_uring) or ``"readiness"`` (epoll)."""
 
     @property
+    def reads(self) -> int:
+        """Reads that carried data so far (fewer than packets when offloads split)."""
+
+    @property
     def active(self) -> bool: ...
 
     def cancel(self) -> None: ...
@@ -75,6 +84,12 @@ class PacketSource(Protocol):
 
 class PacketSink(Protocol):
     """Whole packets to one fd (see the module docstring)."""
+
+    writes: int
+    """Writes handed to the kernel so far (fewer than packets when offloads coalesce)."""
+
+    @property
+    def offloads(self) -> frozenset[str]: ...
 
     @property
     def buffered(self) -> int: ...
@@ -89,6 +104,11 @@ class PacketSink(Protocol):
 
 class DatagramSink(Protocol):
     """Datagrams to one socket (see the module docstring)."""
+
+    writes: int
+
+    @property
+    def offloads(self) -> frozenset[str]: ...
 
     @property
     def buffered(self) -> int: ...
@@ -108,7 +128,7 @@ class SinkBase:
     ``write`` until the kernel completed them."""
 
     __slots__ = (
-        "engine", "fd", "kind", "flags", "closed", "_on_error", "_on_progress",
+        "engine", "fd", "kind", "flags", "gso_max", "closed", "writes", "_on_error", "_on_progress",
         "_data", "_lens", "_addrs", "_alens", "_pending_bytes", "_kernel_bytes", "_queued", "_blocked",
     )
 
@@ -116,7 +136,9 @@ class SinkBase:
         self.engine = engine
         self.fd = fd
         self.kind = kind
-        self.flags = flags
+        self.flags = flags  # EMIT_*: the virtio header, and the offloads still on
+        self.gso_max = _GSO_MAX  # the largest GSO segment the route took so far
+        self.writes = 0  # writes handed to the kernel: fewer than packets when offloads coalesce
         self.closed = False
         self._on_error = on_error
         self._on_progress = on_progress
@@ -210,6 +232,40 @@ class SinkBase:
 
     def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
         raise NotImplementedError
+
+    @property
+    def offloads(self) -> frozenset[str]:
+        """What this sink coalesces: ``"tcp"``/``"udp"`` (TUN writes), ``"gso"`` (UDP sends)."""
+        on = set()
+        if self.flags & EMIT_GRO_TCP:
+            on.add("tcp")
+        if self.flags & EMIT_GRO_UDP:
+            on.add("udp")
+        if self.flags & EMIT_GSO:
+            on.add("gso")
+        return frozenset(on)
+
+    def refused(self, res: int, seg: int) -> None:
+        """The kernel refused a coalesced write with ``-res``: switch that
+        offload off for this sink (a segment size the route cannot carry
+        only lowers the GSO limit), and say so once.  The caller resends the
+        packets one by one: no packet is lost to an offload."""
+        if self.kind == KIND_DATAGRAM:
+            if res == -errno.EMSGSIZE and seg > 1:
+                if seg <= self.gso_max:
+                    self.gso_max = seg - 1
+                    logger.info("aiouring: a UDP GSO send of %d-byte segments was too big for the route on fd %d; "
+                                "larger datagrams go out one by one", seg, self.fd)
+                return
+            if not self.flags & EMIT_GSO:
+                return  # said already (several sends of one batch were refused)
+            what, self.flags = "UDP GSO", self.flags & ~EMIT_GSO
+        else:
+            if not self.flags & (EMIT_GRO_TCP | EMIT_GRO_UDP):
+                return
+            what, self.flags = "TUN write coalescing", self.flags & ~(EMIT_GRO_TCP | EMIT_GRO_UDP)
+        logger.warning("aiouring: the kernel refused a coalesced write on fd %d (%s): %s is off for it from now "
+                       "on; the packets were resent one by one", self.fd, errno.errorcode.get(-res, res), what)
 
     def _progress(self) -> None:
         try:

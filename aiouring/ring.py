@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 
 from . import _validate as check
 from ._engine import EngineBase, UringEngine, loop_for
-from ._native import EMIT_VNET, KIND_DATAGRAM, KIND_PACKET, NativeRing, SyscallBatch
+from ._native import EMIT_GRO_TCP, EMIT_GRO_UDP, EMIT_GSO, EMIT_VNET, KIND_DATAGRAM, KIND_PACKET, NativeRing, SyscallBatch
 from ._ops import OnLate, ReadinessOps, UringOps
 from ._readiness import ReadinessEngine
 from ._readiness_io import ReadinessDatagramSource, ReadinessPacketSource, ReadinessSink
@@ -109,42 +109,65 @@ class RingBase:
 
     # -- packet I/O (see aiouring.packet_io) ---------------------------------------------
 
-    def packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, *, mode: ReadMode = "auto", buffers: int = 256) -> PacketSource:
+    def packet_source(
+        self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, *,
+        mode: ReadMode = "auto", buffers: int = 256, vnet: bool = False,
+    ) -> PacketSource:
         """Keep a read armed on a packet device's ``fd``; ``on_packets(list)``
-        gets each batch of whole packets (each at most ``bufsize`` bytes).
-        ``mode``: ``"auto"`` (the best this backend and kernel offer),
-        ``"multishot"`` or ``"single"`` (io_uring), ``"readiness"`` (epoll).
-        ``buffers`` sizes io_uring's buffer ring (a power of two)."""
+        gets each batch of whole packets (each read at most ``bufsize``
+        bytes).  ``mode``: ``"auto"`` (the best this backend and kernel
+        offer), ``"multishot"`` or ``"single"`` (io_uring), ``"readiness"``
+        (epoll).  ``buffers`` sizes io_uring's buffer ring (a power of two).
+        ``vnet``: each read starts with a virtio header (``IFF_VNET_HDR``);
+        super-packets are split into the packets they stand for, in C, so
+        ``on_packets`` sees ordinary packets either way."""
         self._engine.check_caller()
         check.fd(fd)
         check.int_in_range("bufsize", bufsize, 1, 1 << 20)
-        check.int_in_range("buffers", buffers, 1, 32768)
-        if buffers & (buffers - 1):
-            raise ValueError(f"buffers must be a power of two, not {buffers}")
-        return self._packet_source(fd, bufsize, on_packets, on_stopped, self._read_mode(mode), buffers)
+        self._check_buffers(buffers)
+        return self._packet_source(fd, bufsize, on_packets, on_stopped, self._read_mode(mode), buffers, vnet)
 
-    def datagram_source(self, sock: socket.socket, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, *, buffers: int = 64) -> PacketSource:
+    def datagram_source(
+        self, sock: socket.socket, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, *,
+        buffers: int = 64, gro: bool = False,
+    ) -> PacketSource:
         """Keep a receive armed on a datagram socket; ``on_datagrams(list)``
         gets each batch as (payload, source address) pairs; errors of single
-        datagrams go to ``on_error`` and receiving goes on."""
+        datagrams go to ``on_error`` and receiving goes on.  ``gro``: the
+        socket has ``UDP_GRO`` on; a coalesced datagram is split by its
+        segment size, so ``on_datagrams`` sees the datagrams that were sent."""
         self._engine.check_caller()
         check.int_in_range("bufsize", bufsize, 1, 1 << 20)
+        self._check_buffers(buffers)
+        return self._datagram_source(sock.fileno(), bufsize, on_datagrams, on_stopped, on_error, buffers, gro)
+
+    def packet_sink(
+        self, fd: int, on_error: OnError, on_progress: OnProgress, *,
+        vnet: bool = False, coalesce_tcp: bool = False, coalesce_udp: bool = False,
+    ) -> PacketSink:
+        """Whole packets to ``fd``, one write each, at the next flush.
+        ``vnet``: a virtio header before each (an ``IFF_VNET_HDR`` device);
+        then ``coalesce_tcp``/``coalesce_udp`` merge segments of one flow into
+        one super-packet write, as the device's TSO/USO offloads accept."""
+        self._engine.check_caller()
+        check.fd(fd)
+        if (coalesce_tcp or coalesce_udp) and not vnet:
+            raise ValueError("coalescing needs a device with a virtio header (vnet=True)")
+        flags = (EMIT_VNET if vnet else 0) | (EMIT_GRO_TCP if coalesce_tcp else 0) | (EMIT_GRO_UDP if coalesce_udp else 0)
+        return self._sink(fd, KIND_PACKET, on_error, on_progress, flags)
+
+    def datagram_sink(self, sock: socket.socket, on_error: OnError, on_progress: OnProgress, *, gso: bool = False) -> DatagramSink:
+        """Datagrams to a socket (``sendto(data, raw_sockaddr)``), one sendmsg
+        each; ``gso``: runs of equal-sized datagrams to one address leave as
+        one ``UDP_SEGMENT`` send."""
+        self._engine.check_caller()
+        return self._sink(sock.fileno(), KIND_DATAGRAM, on_error, on_progress, EMIT_GSO if gso else 0)
+
+    @staticmethod
+    def _check_buffers(buffers: int) -> None:
         check.int_in_range("buffers", buffers, 1, 32768)
         if buffers & (buffers - 1):
             raise ValueError(f"buffers must be a power of two, not {buffers}")
-        return self._datagram_source(sock.fileno(), bufsize, on_datagrams, on_stopped, on_error, buffers)
-
-    def packet_sink(self, fd: int, on_error: OnError, on_progress: OnProgress, *, vnet: bool = False) -> PacketSink:
-        """Whole packets to ``fd``, one write each, at the next flush; ``vnet``
-        puts a zero virtio header before each (an ``IFF_VNET_HDR`` device)."""
-        self._engine.check_caller()
-        check.fd(fd)
-        return self._sink(fd, KIND_PACKET, on_error, on_progress, EMIT_VNET if vnet else 0)
-
-    def datagram_sink(self, sock: socket.socket, on_error: OnError, on_progress: OnProgress) -> DatagramSink:
-        """Datagrams to a socket (``sendto(data, raw_sockaddr)``), one sendmsg each."""
-        self._engine.check_caller()
-        return self._sink(sock.fileno(), KIND_DATAGRAM, on_error, on_progress, 0)
 
     def read_mode(self, mode: ReadMode = "auto") -> str:
         """The mode ``packet_source(mode=...)`` would read in here.  Raises
@@ -161,10 +184,10 @@ class RingBase:
     def _read_mode(self, mode: Any) -> str:
         raise NotImplementedError
 
-    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int) -> PacketSource:
+    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, vnet: bool) -> PacketSource:
         raise NotImplementedError
 
-    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int) -> PacketSource:
+    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int, gro: bool) -> PacketSource:
         raise NotImplementedError
 
     def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
@@ -270,11 +293,13 @@ class Ring(RingBase):
             return "multishot" if self._engine.kernel.supports_multishot else "single"
         return str(mode)
 
-    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int) -> PacketSource:
-        return UringPacketSource(self._engine, fd, bufsize, on_packets, on_stopped, mode, buffers)
+    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, vnet: bool) -> PacketSource:
+        if vnet and mode == "single":
+            raise ValueError("reads with a virtio header need the multishot mode (its buffers hold a whole super-packet)")
+        return UringPacketSource(self._engine, fd, bufsize, on_packets, on_stopped, mode, buffers, split=vnet)
 
-    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int) -> PacketSource:
-        return UringDatagramSource(self._engine, fd, bufsize, on_datagrams, on_stopped, "multishot", buffers, on_error)  # type: ignore[arg-type]
+    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int, gro: bool) -> PacketSource:
+        return UringDatagramSource(self._engine, fd, bufsize, on_datagrams, on_stopped, "multishot", buffers, on_error, split=gro)  # type: ignore[arg-type]
 
     def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
         return UringSink(self._engine, fd, kind, on_error, on_progress, flags)
@@ -307,13 +332,13 @@ class ReadinessRing(RingBase):
         check.choice("read_mode", mode, ("auto", "readiness"))
         return "readiness"
 
-    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int) -> PacketSource:
+    def _packet_source(self, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, vnet: bool) -> PacketSource:
         self._engine.started += 1
-        return ReadinessPacketSource(self._engine, self._syscalls, fd, bufsize, on_packets, on_stopped, self._drain_limit)
+        return ReadinessPacketSource(self._engine, self._syscalls, fd, bufsize, on_packets, on_stopped, self._drain_limit, vnet)
 
-    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int) -> PacketSource:
+    def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int, gro: bool) -> PacketSource:
         self._engine.started += 1
-        return ReadinessDatagramSource(self._engine, self._syscalls, fd, bufsize, on_datagrams, on_stopped, on_error, self._drain_limit)
+        return ReadinessDatagramSource(self._engine, self._syscalls, fd, bufsize, on_datagrams, on_stopped, on_error, self._drain_limit, gro)
 
     def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
         return ReadinessSink(self._engine, self._syscalls, fd, kind, on_error, on_progress, flags)

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, TypeVar
+import errno
+import logging
+import os
+import struct
+from typing import Any, Callable, Literal, TypeVar, Union
 
+from . import offload as _offload
+from ._native.offload import checksum
 from .backends import AnyRing, Backend, choose_backend, get_ring
 from .device import TunDevice
 from .errors import ClosedError
@@ -11,9 +17,16 @@ from .protocol import TunProtocol
 from .ring import ReadMode
 from ._transport_base import RingTransportBase, State
 
-__all__ = ["TunTransport", "create_tun_connection"]
+__all__ = ["Offload", "TunTransport", "create_tun_connection"]
+
+logger = logging.getLogger("aiouring")
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+Offload = Union[Literal["auto"], bool]
+
+# Reads with a virtio header: the header and the largest packet a TUN carries
+# (an IPv6 packet: 40 + 65535).
+_VNET_READ = _offload.VNET_HDR_SIZE + 40 + 65535
 
 
 class TunTransport(RingTransportBase, asyncio.Transport):
@@ -59,14 +72,24 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         read_mode: ReadMode = "auto",
         read_buffers: int = 256,
         backend_reason: str = "",
+        offloads: frozenset[str] = frozenset(),
+        coalesce: bool = False,
     ) -> None:
+        """``offloads``: what the device took (``TunDevice.enable_offloads``);
+        ``coalesce``: merge written segments into super-packets."""
         asyncio.Transport.__init__(self, {"name": device.name})
         self._device = device
         self._fd = device.fileno()
+        self._vnet = bool(device.vnet_hdr)
         self._read_mode = ring.read_mode(read_mode)
-        self._read_buffers = read_buffers
+        self._read_buffers = read_buffers if not self._vnet else min(read_buffers, 64)
         self._backend_reason = backend_reason
-        sink = ring.packet_sink(self._fd, self._on_sink_error, self._on_sink_progress, vnet=device.vnet_hdr)
+        self._offloads = offloads
+        sink = ring.packet_sink(
+            self._fd, self._on_sink_error, self._on_sink_progress, vnet=self._vnet,
+            coalesce_tcp=coalesce and bool(offloads & {"tso4", "tso6"}),
+            coalesce_udp=coalesce and bool(offloads & {"uso4", "uso6"}),
+        )
         self._init_base(loop, ring, protocol, sink, waiter)
 
     # -- info -------------------------------------------------------------------
@@ -74,7 +97,11 @@ class TunTransport(RingTransportBase, asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``name``, ``mtu``, ``fileno``, ``ring``, ``backend``,
         ``backend_reason`` (why that backend), ``read_mode``, ``mode``
-        (``"tun"``/``"tap"``), ``device``."""
+        (``"tun"``/``"tap"``), ``device``, ``offload`` (what is on now: the
+        device's ``tso4``/``tso6``/``uso4``/``uso6``, and ``coalesce-tcp``/
+        ``coalesce-udp`` while writes are merged into super-packets)."""
+        if name == "offload":
+            return self._offloads | {"coalesce-" + kind for kind in self._sink.offloads}
         if name == "fileno":
             return self._fd if not self._device.closed else default
         if name == "ring":
@@ -114,8 +141,8 @@ class TunTransport(RingTransportBase, asyncio.Transport):
             self._on_source_stopped(source, exc)
 
         source = self._ring.packet_source(
-            self._fd, self._device.read_size, self._on_records, stopped,
-            mode=self._read_mode, buffers=self._read_buffers,  # type: ignore[arg-type]
+            self._fd, _VNET_READ if self._vnet else self._device.read_size, self._on_records, stopped,
+            mode=self._read_mode, buffers=self._read_buffers, vnet=self._vnet,  # type: ignore[arg-type]
         )
         return source
 
@@ -129,6 +156,16 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         ``ValueError`` for an empty packet or one larger than
         ``get_extra_info("mtu")`` plus the device's headers, ``ClosedError``
         after ``close()``/``abort()``."""
+        data = self.check_packet(data)
+        if self._state is not State.OPEN:
+            raise ClosedError(f"write() on a closed TUN transport ({self._device.name})")
+        self._sink.write(data)
+        if not self._protocol_paused and self._sink.buffered > self._high_water:
+            self._maybe_pause_protocol()
+
+    def check_packet(self, data: Any) -> bytes:
+        """``data`` as the ``bytes`` ``write`` would take, or the exception
+        ``write`` would raise for it."""
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
                 try:
@@ -145,11 +182,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
                 f"packet of {size} bytes is larger than {device.name}'s limit of {device.max_packet_size} "
                 f"(MTU {device.mtu} + {device.header_size} header bytes)"
             )
-        if self._state is not State.OPEN:
-            raise ClosedError(f"write() on a closed TUN transport ({device.name})")
-        self._sink.write(data)
-        if not self._protocol_paused and self._sink.buffered > self._high_water:
-            self._maybe_pause_protocol()
+        return data
 
     def writelines(self, packets: Any) -> None:
         """Write each packet of an iterable (each one a whole packet)."""
@@ -179,6 +212,7 @@ async def create_tun_connection(
     packet_info: bool = False,
     addresses: Any = (),
     up: bool = True,
+    offload: Offload = "auto",
     ring: AnyRing | None = None,
     backend: Backend = "auto",
     read_mode: ReadMode = "auto",
@@ -193,6 +227,20 @@ async def create_tun_connection(
     ``addresses`` and ``up`` configure the interface through netlink.
     ``ring`` defaults to the loop's ring for ``backend`` (``"auto"``,
     ``"uring"`` or ``"epoll"``; ``get_extra_info("backend_reason")`` says why).
+
+    ``offload``: TUN super-packets (``IFF_VNET_HDR`` with TSO and, where the
+    kernel has it, USO).  Reads of up to 64 KiB are split into ordinary
+    packets and segments written in one loop iteration are merged into
+    super-packets, in C; the protocol sees and writes ordinary packets either
+    way.  ``"auto"`` (the default) uses them when the kernel takes them and
+    logs why not otherwise; ``True`` raises if it cannot; ``False`` does
+    without.  Only for TUN mode without ``packet_info``; an adopted fd uses
+    them if it was opened with ``IFF_VNET_HDR``.  The environment variable
+    ``AIOURING_DISABLE_OFFLOADS`` (``tun`` or ``all``) turns them off; a
+    kernel that refuses a merged write (seen on some vendor kernels) makes
+    the transport stop merging and resend those packets one by one.
+    ``get_extra_info("offload")`` says what is on.
+
     Returns once ``connection_made`` has been called.  Raises
     ``PermissionError``/``FileNotFoundError`` when a TUN cannot be opened here.
     """
@@ -207,16 +255,24 @@ async def create_tun_connection(
         chosen, reason = choose_backend(backend, "tun")
         ring = get_ring(chosen)  # type: ignore[arg-type]
     ring.read_mode(read_mode)  # a bad mode is refused before a device is opened
+    want = _want_offload(offload, mode, packet_info)
     if device is None:
-        device = TunDevice.adopt(fd) if fd is not None else TunDevice.open(name, mode=mode, packet_info=packet_info)
+        if fd is not None:
+            device = TunDevice.adopt(fd)
+        else:
+            device = TunDevice.open(name, mode=mode, packet_info=packet_info, vnet_hdr=want)
     try:
+        offloads, coalesce = _enable_offloads(device, offload, want)
         if mtu is not None or addresses or (up and not adopted):
             await device.configure(mtu=mtu, addresses=addresses, up=up)
+        if coalesce:
+            coalesce = _coalesced_write_accepted(device)
         protocol = protocol_factory()
         waiter = loop.create_future()
         transport = TunTransport(
             loop, ring, device, protocol,
             waiter=waiter, read_mode=read_mode, read_buffers=read_buffers, backend_reason=reason,
+            offloads=offloads, coalesce=coalesce,
         )
     except BaseException:
         device.close()
@@ -227,3 +283,69 @@ async def create_tun_connection(
         transport.abort()
         raise
     return transport, protocol
+
+
+def _want_offload(offload: Any, mode: str, packet_info: bool) -> bool:
+    """Whether to open the device with a virtio header."""
+    if offload not in ("auto", True, False) or (offload == "auto" and not isinstance(offload, str)):
+        raise ValueError(f"offload must be 'auto', True or False, not {offload!r}")
+    if offload is False:
+        return False
+    why = None
+    if "tun" in _offload.disabled():
+        why = f"{_offload.DISABLE_ENV} turns them off"
+    elif mode != "tun" or packet_info:
+        why = "they need TUN mode without packet_info"
+    if why is None:
+        return True
+    if offload is True:
+        raise ValueError(f"offload=True, but TUN offloads cannot be used: {why}")
+    logger.info("aiouring: TUN offloads off: %s", why)
+    return False
+
+
+def _enable_offloads(device: TunDevice, offload: Any, want: bool) -> tuple[frozenset[str], bool]:
+    """(what the device took, whether to merge writes)."""
+    if not device.vnet_hdr:
+        if offload is True:
+            raise ValueError(f"offload=True, but {device.name}'s fd was opened without IFF_VNET_HDR")
+        return frozenset(), False
+    if not want and offload is False:
+        # an adopted vnet fd: its framing stays, nothing is merged
+        return frozenset(), False
+    try:
+        offloads = device.enable_offloads(tso=True, uso=True)
+    except OSError as exc:
+        if offload is True:
+            raise
+        logger.info("aiouring: TUN offloads off on %s: %s", device.name, exc)
+        return frozenset(), False
+    return offloads, bool(offloads & {"tso4", "tso6", "uso4", "uso6"})
+
+
+def _coalesced_write_accepted(device: TunDevice) -> bool:
+    """Write one merged super-packet (two TCP segments to 127.0.0.1, which
+    the kernel drops as a martian) to see that the kernel takes merged writes:
+    some LTS and vendor kernels accept IFF_VNET_HDR, then refuse them with
+    EINVAL.  Any other answer (EIO on a link that is down) proves nothing:
+    the transport finds out at its first real merged write."""
+    probe = _offload.gro_coalesce([_probe_segment(1000 + 100 * i) for i in range(2)], tcp=True)
+    if len(probe) != 1:
+        return True  # not merged: nothing to learn
+    try:
+        os.write(device.fileno(), probe[0])
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            logger.warning("aiouring: the kernel refuses merged TUN writes on %s (EINVAL): writes go out one by one", device.name)
+            return False
+    return True
+
+
+def _probe_segment(seq: int) -> bytes:
+    payload = bytes(100)
+    tcp = struct.pack("!HHIIBBHHH", 9, 9, seq, 1, 5 << 4, 0x10, 1024, 0, 0) + payload
+    src = dst = bytes([127, 0, 0, 1])
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + tcp

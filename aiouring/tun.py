@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any, AsyncIterator, Awaitable, Callable, Generator, cast
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, cast
 
-from .backends import AnyRing
+from .backends import AnyRing, Backend
+from .device import TunDevice
 from .errors import ClosedError
 from .protocol import PacketQueueProtocol
-from .transport import TunTransport, create_tun_connection
+from .ring import ReadMode
+from .transport import Offload, TunTransport, create_tun_connection
 
 __all__ = ["Tun", "open_tun"]
 
@@ -40,10 +42,16 @@ class Tun:
       ``asyncio.timeout``) never loses a packet: a packet stays queued until a
       reader has resumed and taken it, so the next ``read()`` returns it.
     * ``await write(packet)`` queues one packet and returns; it waits only while
-      the write buffer is above its high-water mark.  If ``write()`` raises, the
-      packet given to it was not written: ``ValueError``/``TypeError`` for a bad
-      packet, ``ClosedError`` after close, or the ``OSError`` of an earlier
-      packet the kernel refused (with a note saying so).
+      the write buffer is above its high-water mark.  ``ValueError``/
+      ``TypeError`` for a bad packet and ``ClosedError`` after close are raised
+      before anything is written.  A packet the kernel refuses later (a link
+      that is down: ``EIO``) is raised by the next ``write()``, ``write_batch()``
+      or ``drain()`` as its ``OSError``, with the refused packet in its
+      ``packet`` attribute; the packets given to that call were written all
+      the same.  A refused packet never takes another one with it.
+    * ``await read_batch()`` and ``await write_batch(packets)`` do the same a
+      batch at a time (``async for batch in tun.batches()``): one call per
+      batch instead of one per packet.
     * ``close()`` then ``await wait_closed()``, or ``async with``.  Readers
       waiting at close are woken with ``ClosedError``; every call after close
       raises it.
@@ -64,15 +72,17 @@ class Tun:
         fd_or_file: Any,
         *,
         ring: AnyRing | None = None,
-        backend: str = "auto",
-        read_mode: str = "auto",
+        backend: Backend = "auto",
+        read_mode: ReadMode = "auto",
         max_queued: int = 4096,
+        offload: Offload = "auto",
     ) -> "Tun":
         """Adopt a TUN/TAP fd that is already open (int or file object), taking
-        ownership of it.  Raises ``ValueError`` if it is not a TUN/TAP fd."""
+        ownership of it.  Raises ``ValueError`` if it is not a TUN/TAP fd.
+        Offloads are used if the fd was opened with ``IFF_VNET_HDR``."""
         if fd_or_file is None:
             raise TypeError("from_fd needs an fd or a file object, not None")
-        return await open_tun(fd=fd_or_file, ring=ring, backend=backend, read_mode=read_mode, max_queued=max_queued)
+        return await open_tun(fd=fd_or_file, ring=ring, backend=backend, read_mode=read_mode, max_queued=max_queued, offload=offload)
 
     # -- properties --------------------------------------------------------------------
 
@@ -138,6 +148,52 @@ class Tun:
                         pass
                 raise
 
+    async def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        """At least one packet and at most ``max_packets``, in order: what is
+        queued now, or (only when nothing is) the next packets to arrive.
+        Cancellation and close as for ``read()``: packets leave the queue only
+        when the call returns them."""
+        if not isinstance(max_packets, int) or isinstance(max_packets, bool) or max_packets < 1:
+            raise ValueError(f"max_packets must be a positive int, not {max_packets!r}")
+        proto = self._protocol
+        queue = proto.queue
+        while not queue:
+            if self._closed:
+                raise ClosedError(f"TUN device {self._name} is closed")
+            if proto.lost:
+                raise self._lost_error()
+            fut = self._loop.create_future()
+            proto.waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    proto.wake_next()
+                else:
+                    try:
+                        proto.waiters.remove(fut)
+                    except ValueError:
+                        pass
+                raise
+        if self._closed:
+            raise ClosedError(f"TUN device {self._name} is closed")
+        if len(queue) <= max_packets:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(max_packets)]
+        if proto._reading_paused:
+            proto.took()
+        return batch
+
+    async def batches(self, max_packets: int = 64) -> AsyncIterator[list[bytes]]:
+        """``read_batch(max_packets)`` until the device is closed."""
+        while True:
+            try:
+                yield await self.read_batch(max_packets)
+            except ClosedError:
+                return
+
     def read_nowait(self) -> bytes | None:
         """A packet already received, or ``None``."""
         self._check_open()
@@ -170,18 +226,44 @@ class Tun:
         if self._closed:
             raise ClosedError(f"TUN device {self._name} is closed")
         proto = self._protocol
-        if proto.write_errors:
-            exc = proto.write_errors.popleft()
-            exc.add_note("raised for a packet written earlier; the packet passed to this call was not written")
-            raise exc
         self._transport.write(packet)
+        if proto.write_errors:
+            raise self._write_error()
         if proto._writing_paused:
             return proto.drain()
         return _READY
 
+    def write_batch(self, packets: Any) -> Awaitable[None]:
+        """Write packets (an iterable of bytes-like), each a whole packet, in
+        order.  Every packet is checked before any is written: a bad one
+        raises ``ValueError``/``TypeError`` and none is written.  Otherwise as
+        ``write()``: the awaitable waits only above the high-water mark, and
+        an earlier refused packet is raised after these went out."""
+        if self._closed:
+            raise ClosedError(f"TUN device {self._name} is closed")
+        batch = [self._transport.check_packet(p) for p in packets]
+        write = self._transport.write
+        for packet in batch:
+            write(packet)
+        proto = self._protocol
+        if proto.write_errors:
+            raise self._write_error()
+        if proto._writing_paused:
+            return proto.drain()
+        return _READY
+
+    def _write_error(self) -> OSError:
+        exc = self._protocol.write_errors.popleft()
+        exc.add_note("raised for a packet written earlier (in exc.packet); the packets passed to this call were written")
+        return exc
+
     async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark."""
+        """Wait until the write buffer is below its low-water mark; raises the
+        ``OSError`` of a packet the kernel refused since the last call that
+        reported one (``exc.packet`` is that packet)."""
         self._check_open()
+        if self._protocol.write_errors:
+            raise self._write_error()
         await self._protocol.drain()
 
     # -- closing ----------------------------------------------------------------------
@@ -232,42 +314,82 @@ class Tun:
                 pass
 
 
-async def open_tun(
+class _OpeningTun:
+    """What ``open_tun`` returns: await it for the ``Tun``, or use it with
+    ``async with`` directly (the ``Tun`` is closed on the way out)."""
+
+    __slots__ = ("_open", "_tun")
+
+    def __init__(self, opener: Coroutine[Any, Any, Tun]) -> None:
+        self._open = opener
+        self._tun: Tun | None = None
+
+    def __await__(self) -> Generator[Any, None, Tun]:
+        return self._open.__await__()
+
+    async def __aenter__(self) -> Tun:
+        self._tun = await self._open
+        return self._tun
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._tun is not None:
+            await self._tun.aclose()
+
+    def __del__(self) -> None:
+        if self._tun is None:
+            self._open.close()  # never awaited: no "coroutine was never awaited" warning
+
+
+def open_tun(
     name: str | None = None,
     *,
     fd: Any = None,
+    device: TunDevice | None = None,
     mode: str = "tun",
     mtu: int | None = None,
     packet_info: bool = False,
     addresses: Any = (),
     up: bool = True,
+    offload: Offload = "auto",
     ring: AnyRing | None = None,
-    backend: str = "auto",
-    read_mode: str = "auto",
+    backend: Backend = "auto",
+    read_mode: ReadMode = "auto",
     max_queued: int = 4096,
-) -> Tun:
-    """Open a TUN (or, with ``mode="tap"``, TAP) device and return a ``Tun``.
+) -> _OpeningTun:
+    """Open a TUN (or, with ``mode="tap"``, TAP) device as a ``Tun``:
+    ``tun = await open_tun(...)``, or ``async with open_tun(...) as tun:``.
 
     ``name=None`` lets the kernel pick ``tunN``.  ``mtu``, ``addresses``
     (``"10.0.0.1/24"``, ``"fd00::1/64"``) and ``up`` configure the interface
-    through netlink.  ``ring``: the ring to use, by default the loop's ring
-    for ``backend`` (``"auto"``, ``"uring"``, ``"epoll"``).  ``max_queued``:
-    packets held for ``read()`` before reading is paused in the kernel.
-    Raises ``PermissionError`` without CAP_NET_ADMIN, ``FileNotFoundError``
-    without ``/dev/net/tun``, ``FileExistsError`` for a name in use.
+    through netlink.  ``offload``: ``"auto"`` (TUN super-packets when the
+    kernel takes them), ``True`` (raise if it does not), ``False``; see
+    ``create_tun_connection``.  ``ring``: the ring to use, by default the
+    loop's ring for ``backend`` (``"auto"``, ``"uring"``, ``"epoll"``).
+    ``max_queued``: packets held for ``read()`` before reading is paused in
+    the kernel.  Raises ``PermissionError`` without CAP_NET_ADMIN,
+    ``FileNotFoundError`` without ``/dev/net/tun``, ``FileExistsError`` for a
+    name in use, ``ValueError``/``TypeError`` for a bad argument.
     """
-    loop = asyncio.get_running_loop()
-    transport, protocol = await create_tun_connection(
-        lambda: PacketQueueProtocol(loop, max_queued),
-        name,
-        fd=fd,
-        mode=mode,
-        mtu=mtu,
-        packet_info=packet_info,
-        addresses=addresses,
-        up=up,
-        ring=ring,
-        backend=backend,
-        read_mode=read_mode,
-    )
-    return Tun(transport, protocol)  # type: ignore[arg-type]
+    if not isinstance(max_queued, int) or isinstance(max_queued, bool) or max_queued < 1:
+        raise ValueError(f"max_queued must be a positive int, not {max_queued!r}")
+
+    async def opening() -> Tun:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await create_tun_connection(
+            lambda: PacketQueueProtocol(loop, max_queued),
+            name,
+            fd=fd,
+            device=device,
+            mode=mode,
+            mtu=mtu,
+            packet_info=packet_info,
+            addresses=addresses,
+            up=up,
+            offload=offload,
+            ring=ring,
+            backend=backend,
+            read_mode=read_mode,
+        )
+        return Tun(transport, protocol)
+
+    return _OpeningTun(opening())

@@ -35,6 +35,15 @@ MAX_BATCH = lib.AIOU_MAX_BATCH
 KIND_PACKET = lib.AIOU_KIND_PACKET
 KIND_DATAGRAM = lib.AIOU_KIND_DATAGRAM
 EMIT_VNET = lib.AIOU_EMIT_VNET
+EMIT_GRO_TCP = lib.AIOU_EMIT_GRO_TCP
+EMIT_GRO_UDP = lib.AIOU_EMIT_GRO_UDP
+EMIT_GSO = lib.AIOU_EMIT_GSO
+BR_RECVMSG = lib.AIOU_BR_RECVMSG
+BR_VNET = lib.AIOU_BR_VNET
+BR_GRO = lib.AIOU_BR_GRO
+EV_GRO_REFUSED = lib.AIOU_EV_GRO_REFUSED
+EV_GSO_REFUSED = lib.AIOU_EV_GSO_REFUSED
+EV_GSO_TOO_BIG = lib.AIOU_EV_GSO_TOO_BIG
 POLLOUT = 0x004
 
 # Setup flag sets, most capable first; "auto" tries them in order and keeps the
@@ -110,7 +119,10 @@ class NativeRing:
         self._arena = ffi.new("unsigned char[]", self._arena_size)
         self._arena_buf = ffi.buffer(self._arena)
         self._slot = ffi.new("uint32_t *")
-        self._pair = ffi.new("uint32_t[2]")
+        self._planned = ffi.new("unsigned *")
+        self._members = ffi.new("uint32_t[]", MAX_BATCH)
+        self._coalesced = ffi.new("int *")
+        self._seg = ffi.new("uint32_t *")
 
     # -- ops ------------------------------------------------------------
     # Each prep_* queues one SQE (submitting first if the SQ is full) and
@@ -167,37 +179,49 @@ class NativeRing:
 
     # -- buffer rings ---------------------------------------------------
 
-    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
+    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, kind: int = 0) -> None:
         """Register a provided-buffer ring of ``entries`` buffers of ``bufsize``
-        bytes; ``recvmsg`` lays its buffers out for multishot recvmsg (each
-        datagram then reaches Python as source address then payload)."""
-        if bufsize + (256 if recvmsg else 0) > self._arena_size:
-            raise ValueError(f"buffer size {bufsize} is larger than the reap arena")
-        check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize, int(recvmsg)), "register buffer ring")
+        bytes.  ``kind`` (``BR_*``): ``BR_RECVMSG`` lays its buffers out for
+        multishot recvmsg (each datagram then reaches Python as source
+        address then payload), with ``BR_GRO`` split by their UDP_GRO segment
+        size; ``BR_VNET`` splits each TUN read at its virtio header."""
+        if bufsize > self._arena_size // 2:
+            raise ValueError(f"buffer size {bufsize} is larger than the reap arena allows")
+        check(lib.aiou_bufring_add(self._r, bgid, entries, bufsize, kind), "register buffer ring")
 
     def remove_buffer_group(self, bgid: int) -> None:
         check(lib.aiou_bufring_remove(self._r, bgid), "unregister buffer ring")
 
+    def group_counts(self, bgid: int) -> tuple[int, int]:
+        """(reads that carried data, packets they made) of a buffer group."""
+        counts = ffi.new("unsigned long long[2]")
+        check(lib.aiou_bufring_counts(self._r, bgid, counts, counts + 1), "buffer ring counts")
+        return counts[0], counts[1]
+
     # -- write batches ----------------------------------------------------
 
-    def emit(self, fd: int, kind: int, flags: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int]:
-        """Queue one SQE per packet of a batch (see ``aiou_emit``): returns
-        (packets taken, batch slot).  ``data`` and ``addrs`` must stay
+    def emit(self, fd: int, kind: int, flags: int, gso_max: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int, int]:
+        """Queue a batch's writes, one SQE per output (see ``aiou_emit``):
+        returns (outputs queued, outputs planned, batch slot); queued <
+        planned only if the SQ could not be drained (``batch_members`` says
+        whose packets were left out).  ``data`` and ``addrs`` must stay
         referenced until ``reap`` reports the slot done."""
-        taken = lib.aiou_emit(
-            self._r, fd, kind, flags, data, ffi.from_buffer("uint32_t[]", lens), n,
-            addrs, ffi.from_buffer("uint16_t[]", addrlens) if addrlens is not None else ffi.NULL, self._slot,
+        queued = lib.aiou_emit(
+            self._r, fd, kind, flags, gso_max, data, ffi.from_buffer("uint32_t[]", lens), n,
+            addrs, ffi.from_buffer("uint16_t[]", addrlens) if addrlens is not None else ffi.NULL,
+            self._slot, self._planned,
         )
-        if taken < 0:
-            if taken == -errno.EBUSY:
-                return 0, -1
-            check(taken, "queue a write batch")
-        return taken, self._slot[0]
+        if queued < 0:
+            if queued == -errno.EBUSY:
+                return 0, 0, -1
+            check(queued, "queue a write batch")
+        return queued, self._planned[0], self._slot[0]
 
-    def batch_output(self, slot: int, index: int) -> tuple[int, int]:
-        """(first packet, packet count) that output ``index`` of batch ``slot`` carries."""
-        check(lib.aiou_batch_output(self._r, slot, index, self._pair, self._pair + 1), "batch output")
-        return self._pair[0], self._pair[1]
+    def batch_members(self, slot: int, index: int) -> tuple[list[int], bool, int]:
+        """(input packet indices, coalesced?, GSO segment size) of output
+        ``index`` of batch ``slot``."""
+        n = check(lib.aiou_batch_members(self._r, slot, index, self._members, MAX_BATCH, self._coalesced, self._seg), "batch output")
+        return list(self._members[0:n]), bool(self._coalesced[0]), self._seg[0]
 
     # -- submission and completion ---------------------------------------
 
@@ -261,6 +285,12 @@ class NativeRing:
         return (self._r if self._r is not None else self._final).overflows
 
     @property
+    def split_errors(self) -> int:
+        """Reads dropped because their virtio header or GRO control message
+        made no sense (never seen from a sane kernel)."""
+        return (self._r if self._r is not None else self._final).split_errors
+
+    @property
     def submit_calls(self) -> int:
         """``io_uring_enter`` calls made to submit, over the ring's life."""
         return (self._r if self._r is not None else self._final).submit_calls
@@ -268,7 +298,7 @@ class NativeRing:
     def close(self) -> None:
         if self._r is not None:
             r = self._r
-            self._final = _Final(r.submitted, r.reaped, r.submit_calls, r.overflows)
+            self._final = _Final(r.submitted, r.reaped, r.submit_calls, r.overflows, r.split_errors)
             self._r = None
             lib.aiou_ring_close(r)
 
@@ -276,41 +306,58 @@ class NativeRing:
 class _Final:
     """A closed ring's counters."""
 
-    def __init__(self, submitted: int, reaped: int, submit_calls: int, overflows: int) -> None:
+    def __init__(self, submitted: int, reaped: int, submit_calls: int, overflows: int, split_errors: int) -> None:
         self.submitted = submitted
         self.reaped = reaped
         self.submit_calls = submit_calls
         self.overflows = overflows
+        self.split_errors = split_errors
 
 
 class SyscallBatch:
     """Batches of plain read()/recvmsg()/write()/sendmsg() syscalls, one cffi
     call per batch (the readiness backend's data path)."""
 
-    def __init__(self, arena_size: int = 1 << 21, max_packets: int = 256) -> None:
+    def __init__(self, arena_size: int = 1 << 22, max_records: int = 4096) -> None:
         self._arena_size = arena_size
         self._arena = ffi.new("unsigned char[]", arena_size)
         self._arena_buf = ffi.buffer(self._arena)
-        self._max = max_packets
-        self._out = ffi.new("int64_t[]", 3 * max_packets)
+        self._cap = max_records
+        self._out = ffi.new("int64_t[]", 3 * max_records)
         self._out_view = memoryview(ffi.buffer(self._out)).cast("q")
         self._err = ffi.new("int *")
+        self._dropped = ffi.new("unsigned *")
+        self._reads = ffi.new("unsigned *")
         self._errs = ffi.new("int[]", MAX_BATCH)
         self._nerr = ffi.new("int *")
+        self._events = ffi.new("unsigned *")
+        self._seg = ffi.new("uint32_t *")
+        self._writes = ffi.new("unsigned *")
+        self.dropped = 0  # reads whose virtio header or GRO message made no sense
 
-    def read(self, fd: int, bufsize: int, limit: int) -> tuple[list[bytes], int]:
-        """Up to ``limit`` packets read from non-blocking ``fd`` and the
+    @property
+    def last_reads(self) -> int:
+        """Syscalls that returned data in the last ``read``/``recv``."""
+        return self._reads[0]
+
+    def read(self, fd: int, bufsize: int, reads: int, kind: int = 0) -> tuple[list[bytes], int]:
+        """Packets from at most ``reads`` read()s of non-blocking ``fd``
+        (``kind`` ``BR_VNET``: each split at its virtio header) and the
         ``-errno`` that stopped the batch (0 for EAGAIN; -ENODATA at EOF)."""
-        n = lib.aiou_read_batch(fd, self._arena, self._arena_size, bufsize, self._out, min(limit, self._max), self._err)
+        n = lib.aiou_read_batch(fd, self._arena, self._arena_size, bufsize, kind, self._out, self._cap, reads, self._err, self._dropped, self._reads)
+        self.dropped += self._dropped[0]
         vals = self._out_view[: 2 * n].tolist()
         buf = self._arena_buf
         return [buf[vals[i] : vals[i] + vals[i + 1]] for i in range(0, 2 * n, 2)], self._err[0]
 
-    def recv(self, fd: int, bufsize: int, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        """Up to ``limit`` datagrams as (raw source address, payload) and the
-        ``-errno`` that stopped the batch (0 for EAGAIN, -EMSGSIZE for a
-        datagram longer than ``bufsize``, which is consumed)."""
-        n = lib.aiou_recv_batch(fd, self._arena, self._arena_size, bufsize, self._out, min(limit, self._max), self._err)
+    def recv(self, fd: int, bufsize: int, reads: int, kind: int = 0) -> tuple[list[tuple[bytes, bytes]], int]:
+        """Datagrams from at most ``reads`` recvmsg()s, as (raw source
+        address, payload) (``kind`` ``BR_GRO``: split by their UDP_GRO
+        segment size), and the ``-errno`` that stopped the batch (0 for
+        EAGAIN, -EMSGSIZE for a datagram longer than ``bufsize``, which is
+        consumed)."""
+        n = lib.aiou_recv_batch(fd, self._arena, self._arena_size, bufsize, kind, self._out, self._cap, reads, self._err, self._dropped, self._reads)
+        self.dropped += self._dropped[0]
         vals = self._out_view[: 3 * n].tolist()
         buf = self._arena_buf
         got = []
@@ -319,18 +366,20 @@ class SyscallBatch:
             got.append((buf[off : off + alen], buf[off + alen : off + alen + vals[i + 2]]))
         return got, self._err[0]
 
-    def send(self, fd: int, kind: int, flags: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, list[tuple[int, int]]]:
+    def send(self, fd: int, kind: int, flags: int, gso_max: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int, list[tuple[int, int]], int, int]:
         """Write ``n`` packets laid out as for ``NativeRing.emit``, one syscall
-        each: (how many were handled before EAGAIN, [(index, -errno) of
-        refused ones])."""
+        per output: (how many were handled before EAGAIN, syscalls made,
+        [(index, -errno) of refused ones], ``EV_*`` events, refused GSO
+        segment size)."""
         done = lib.aiou_send_batch(
-            fd, kind, flags, data, ffi.from_buffer("uint32_t[]", lens), n,
+            fd, kind, flags, gso_max, data, ffi.from_buffer("uint32_t[]", lens), n,
             addrs, ffi.from_buffer("uint16_t[]", addrlens) if addrlens is not None else ffi.NULL,
-            self._errs, self._nerr,
+            self._errs, self._nerr, self._events, self._seg, self._writes,
         )
-        if not self._nerr[0]:
-            return done, []
-        return done, [(i, self._errs[i]) for i in range(done) if self._errs[i]]
+        if done < 0:
+            check(done, "write a batch")
+        refused = [(i, self._errs[i]) for i in range(done) if self._errs[i]] if self._nerr[0] else []
+        return done, self._writes[0], refused, self._events[0], self._seg[0]
 
 
 def probe_opcodes() -> tuple[int, set[int]]:

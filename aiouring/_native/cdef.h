@@ -15,6 +15,15 @@
 #define AIOU_KIND_PACKET ...
 #define AIOU_KIND_DATAGRAM ...
 #define AIOU_EMIT_VNET ...
+#define AIOU_EMIT_GRO_TCP ...
+#define AIOU_EMIT_GRO_UDP ...
+#define AIOU_EMIT_GSO ...
+#define AIOU_BR_RECVMSG ...
+#define AIOU_BR_VNET ...
+#define AIOU_BR_GRO ...
+#define AIOU_EV_GRO_REFUSED ...
+#define AIOU_EV_GSO_REFUSED ...
+#define AIOU_EV_GSO_TOO_BIG ...
 
 struct iovec {
     void *iov_base;
@@ -30,6 +39,7 @@ struct aiou_ring {
     unsigned long long reaped;
     unsigned long long submit_calls;
     unsigned long long overflows;
+    unsigned long long split_errors;
     ...;
 };
 
@@ -61,25 +71,31 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
               int64_t *pk, unsigned pk_max, unsigned *npk);
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize, int recvmsg);
+                     unsigned entries, unsigned bufsize, unsigned kind);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+int aiou_bufring_counts(struct aiou_ring *r, unsigned short bgid,
+                        unsigned long long *reads, unsigned long long *records);
 
 int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
-              const unsigned char *data, const uint32_t *lens, unsigned n,
-              const unsigned char *addrs, const uint16_t *addrlens,
-              uint32_t *slot);
-int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
-                      uint32_t *first, uint32_t *count);
+              unsigned gso_max, const unsigned char *data, const uint32_t *lens,
+              unsigned n, const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot, unsigned *planned);
+int aiou_batch_members(struct aiou_ring *r, uint32_t slot, unsigned index,
+                       uint32_t *members, unsigned max, int *coalesced,
+                       uint32_t *seg);
 unsigned aiou_live_batches(struct aiou_ring *r);
 
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *reads);
 int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err);
-int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *reads);
+int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
                     const unsigned char *data, const uint32_t *lens, unsigned n,
                     const unsigned char *addrs, const uint16_t *addrlens,
-                    int *errs, int *nerr);
+                    int *errs, int *nerr, unsigned *events, uint32_t *seg,
+                    unsigned *writes);
 
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);

@@ -8,11 +8,11 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
-#include "helpers.h"
+#include <netinet/in.h>
+#include <netinet/udp.h>
 
-/* A zero virtio_net_hdr: "no offload" for a packet written to an
- * IFF_VNET_HDR device. */
-static const unsigned char zero_vnet_hdr[10];
+#include "helpers.h"
+#include "offload.h"
 
 int aiou_ring_open(struct aiou_ring **out, unsigned entries,
                    unsigned cq_entries, unsigned flags)
@@ -91,6 +91,7 @@ void aiou_ring_close(struct aiou_ring *r)
     free(r->groups);
     free(r->batches);
     free(r->free_slots);
+    free(r->finished);
     close(r->eventfd);
     free(r);
 }
@@ -294,7 +295,7 @@ static int slot_alloc(struct aiou_ring *r, uint32_t *slot)
     if (!r->nfree) {
         unsigned n = r->nbatches ? 2 * r->nbatches : 64, i;
         struct aiou_batch **nb;
-        uint32_t *nf;
+        uint32_t *nf, *nd;
 
         if (n > (1u << 30))
             return -ENOBUFS;
@@ -306,6 +307,10 @@ static int slot_alloc(struct aiou_ring *r, uint32_t *slot)
         if (!nf)
             return -ENOMEM;
         r->free_slots = nf;
+        nd = realloc(r->finished, n * sizeof(*nd));
+        if (!nd)
+            return -ENOMEM;
+        r->finished = nd;
         for (i = r->nbatches; i < n; i++) {
             r->batches[i] = NULL;
             r->free_slots[r->nfree++] = n - 1 - (i - r->nbatches);
@@ -316,23 +321,225 @@ static int slot_alloc(struct aiou_ring *r, uint32_t *slot)
     return 0;
 }
 
+/* -- outputs: what one write carries ----------------------------------- */
+
+/* Room one batch of `n` packets needs: outputs, member indices, iovecs
+ * (a coalesced output takes count + 1), rewritten header blocks. */
+static size_t batch_bytes(unsigned n, unsigned flags)
+{
+    size_t hdrs = (flags & (AIOU_EMIT_GRO_TCP | AIOU_EMIT_GRO_UDP)) ? (size_t)n * AIOU_GRO_HDR_MAX : 0;
+
+    return sizeof(struct aiou_batch) + (size_t)n * sizeof(struct aiou_out)
+           + (size_t)n * sizeof(uint32_t) + (size_t)2 * n * sizeof(struct iovec) + hdrs;
+}
+
+static struct aiou_batch *batch_new(unsigned n, unsigned flags)
+{
+    struct aiou_batch *b = malloc(batch_bytes(n, flags));
+    unsigned char *p;
+
+    if (!b)
+        return NULL;
+    memset(b, 0, sizeof(*b));
+    p = (unsigned char *)&b->out[n];
+    b->members = (uint32_t *)p;
+    p += (size_t)n * sizeof(uint32_t);
+    /* keep the iovecs aligned: sizeof(uint32_t) * n may be odd in 8s */
+    p = (unsigned char *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+    b->iovs = (struct iovec *)p;
+    p += (size_t)2 * n * sizeof(struct iovec);
+    b->hdrs = p;
+    return b;
+}
+
+static const struct sockaddr *out_addr(const unsigned char *addrs, size_t aoff, unsigned alen)
+{
+    return alen ? (const struct sockaddr *)(addrs + aoff) : NULL;
+}
+
+/* The largest UDP payload one GSO send may carry for this destination. */
+static unsigned gso_limit(const unsigned char *addr, unsigned alen)
+{
+    sa_family_t family = AF_INET;
+
+    if (alen >= sizeof(sa_family_t))
+        memcpy(&family, addr, sizeof(family));
+    return family == AF_INET6 ? 65535 - 8 : 65535 - 20 - 8;
+}
+
+static void out_plain(struct aiou_batch *b, struct aiou_out *o, unsigned kind, unsigned flags,
+                      const unsigned char *pkt, uint32_t len, const unsigned char *addr,
+                      unsigned alen, unsigned *iov_used)
+{
+    o->iov = b->iovs + *iov_used;
+    if (kind == AIOU_KIND_PACKET && (flags & AIOU_EMIT_VNET)) {
+        static const unsigned char zero_hdr[AIOU_VNET_HDR_LEN];
+        o->iov[0].iov_base = (void *)zero_hdr;
+        o->iov[0].iov_len = sizeof(zero_hdr);
+        o->iov[1].iov_base = (void *)pkt;
+        o->iov[1].iov_len = len;
+        o->niov = 2;
+    } else {
+        o->iov[0].iov_base = (void *)pkt;
+        o->iov[0].iov_len = len;
+        o->niov = 1;
+    }
+    *iov_used += o->niov;
+    if (kind == AIOU_KIND_DATAGRAM) {
+        memset(&o->msg, 0, sizeof(o->msg));
+        o->msg.msg_iov = o->iov;
+        o->msg.msg_iovlen = o->niov;
+        if (alen) {
+            o->msg.msg_name = (void *)addr;
+            o->msg.msg_namelen = alen;
+        }
+    }
+}
+
+/* Lay out the outputs of `n` packets in `b` (members, iovecs, headers).
+ * Returns the output count or -errno. */
+static int build_outputs(struct aiou_batch *b, unsigned kind, unsigned flags, unsigned gso_max,
+                         const unsigned char *data, const uint32_t *lens, unsigned n,
+                         const unsigned char *addrs, const uint16_t *addrlens)
+{
+    unsigned iov_used = 0, nout = 0, i = 0;
+    size_t off = 0, aoff = 0;
+    unsigned gro = flags & (AIOU_EMIT_GRO_TCP | AIOU_EMIT_GRO_UDP);
+
+    if (kind == AIOU_KIND_PACKET && gro && (flags & AIOU_EMIT_VNET)) {
+        static __thread struct aiou_gro_plan plan;
+        const uint8_t *pkts[AIOU_GRO_MAX_IN];
+        unsigned groflags = ((flags & AIOU_EMIT_GRO_TCP) ? AIOU_GRO_TCP : 0) |
+                            ((flags & AIOU_EMIT_GRO_UDP) ? AIOU_GRO_UDP : 0);
+
+        while (i < n) {
+            unsigned m = n - i < AIOU_GRO_MAX_IN ? n - i : AIOU_GRO_MAX_IN, k;
+            size_t chunk = 0;
+            int nplan, ret;
+
+            for (k = 0; k < m; k++)
+                chunk += lens[i + k];
+            ret = aiou_offload_index(data + off, chunk, (const unsigned *)(lens + i), m, pkts);
+            if (ret < 0)
+                return ret;
+            nplan = aiou_tun_coalesce_plan(pkts, (const unsigned *)(lens + i), m, groflags, &plan);
+            if (nplan < 0)
+                return nplan;
+            for (k = 0; k < (unsigned)nplan; k++) {
+                struct aiou_out *o = &b->out[nout];
+                const struct aiou_gro_out *po = &plan.out[k];
+                unsigned c;
+                int niov = aiou_tun_coalesce_iov(pkts, (const unsigned *)(lens + i), &plan, k,
+                                                 b->hdrs + (size_t)nout * AIOU_GRO_HDR_MAX,
+                                                 b->iovs + iov_used, 2 * n - iov_used);
+                if (niov < 0)
+                    return niov;
+                o->iov = b->iovs + iov_used;
+                o->niov = (unsigned)niov;
+                iov_used += (unsigned)niov;
+                o->first = i + po->first;  /* index into members, rebased below */
+                o->count = po->count;
+                o->coalesced = po->count > 1;
+                o->seg = po->gso_size;
+                for (c = 0; c < po->count; c++)
+                    b->members[i + po->first + c] = i + plan.members[po->first + c];
+                nout++;
+            }
+            i += m;
+            off += chunk;
+        }
+        return (int)nout;
+    }
+    while (i < n) {
+        struct aiou_out *o = &b->out[nout];
+        unsigned alen = kind == AIOU_KIND_DATAGRAM ? addrlens[i] : 0;
+        unsigned j = i + 1, total = lens[i];
+
+        if (kind == AIOU_KIND_DATAGRAM && (flags & AIOU_EMIT_GSO) && lens[i] && lens[i] <= gso_max) {
+            unsigned limit = gso_limit(addrs + aoff, alen);
+            size_t aj = aoff + alen;
+            /* a run: the same destination, the same size, the last one may be shorter */
+            while (j < n && j - i < AIOU_GRO_MAX_SEGS && addrlens[j] == alen &&
+                   !memcmp(addrs + aj, addrs + aoff, alen) && lens[j] && lens[j] <= lens[i] &&
+                   total + lens[j] <= limit && lens[j - 1] == lens[i]) {
+                total += lens[j];
+                aj += alen;
+                j++;
+            }
+        }
+        if (j - i > 1) {
+            struct cmsghdr *cm;
+            uint16_t seg = (uint16_t)lens[i];
+
+            o->iov = b->iovs + iov_used++;
+            o->iov[0].iov_base = (void *)(data + off);
+            o->iov[0].iov_len = total;
+            o->niov = 1;
+            memset(&o->msg, 0, sizeof(o->msg));
+            o->msg.msg_iov = o->iov;
+            o->msg.msg_iovlen = 1;
+            if (alen) {
+                o->msg.msg_name = (void *)(addrs + aoff);
+                o->msg.msg_namelen = alen;
+            }
+            o->msg.msg_control = o->cmsg.buf;
+            o->msg.msg_controllen = sizeof(o->cmsg.buf);
+            cm = CMSG_FIRSTHDR(&o->msg);
+            cm->cmsg_level = SOL_UDP;
+            cm->cmsg_type = UDP_SEGMENT;
+            cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));  /* exactly a u16, or EINVAL */
+            memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+            o->coalesced = 1;
+            o->seg = seg;
+        } else {
+            out_plain(b, o, kind, flags, data + off, lens[i], addrs ? addrs + aoff : NULL, alen, &iov_used);
+            o->coalesced = 0;
+        }
+        o->first = i;
+        o->count = j - i;
+        for (; i < j; i++) {
+            b->members[i] = i;
+            off += lens[i];
+            if (kind == AIOU_KIND_DATAGRAM)
+                aoff += addrlens[i];
+        }
+        nout++;
+    }
+    return (int)nout;
+}
+
+static void prep_output(struct io_uring_sqe *sqe, int fd, unsigned kind, struct aiou_out *o)
+{
+    if (kind == AIOU_KIND_DATAGRAM)
+        io_uring_prep_sendmsg(sqe, fd, &o->msg, 0);
+    else if (o->niov == 1)
+        io_uring_prep_write(sqe, fd, o->iov[0].iov_base, (unsigned)o->iov[0].iov_len, (__u64)-1);
+    else
+        io_uring_prep_writev(sqe, fd, o->iov, o->niov, (__u64)-1);
+}
+
 int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
-              const unsigned char *data, const uint32_t *lens, unsigned n,
-              const unsigned char *addrs, const uint16_t *addrlens,
-              uint32_t *slot)
+              unsigned gso_max, const unsigned char *data, const uint32_t *lens,
+              unsigned n, const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot, unsigned *planned)
 {
     struct aiou_batch *b;
-    size_t off = 0, aoff = 0;
     unsigned i;
-    int ret;
+    int nout, ret;
 
+    *planned = 0;
     if (!n)
         return 0;
-    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM)
+    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM || (kind == AIOU_KIND_DATAGRAM && !addrlens))
         return -EINVAL;
-    b = calloc(1, sizeof(*b) + (size_t)n * sizeof(struct aiou_out));
+    b = batch_new(n, flags);
     if (!b)
         return -ENOMEM;
+    nout = build_outputs(b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
+    if (nout < 0) {
+        free(b);
+        return nout;
+    }
     ret = slot_alloc(r, &b->slot);
     if (ret < 0) {
         free(b);
@@ -341,42 +548,17 @@ int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
     b->fd = fd;
     b->kind = kind;
     b->flags = flags;
+    b->planned = (unsigned)nout;
     r->batches[b->slot] = b;
     r->live_batches++;
-    for (i = 0; i < n; i++) {
-        struct aiou_out *o = &b->out[i];
+    for (i = 0; i < (unsigned)nout; i++) {
         int err = 0;
         struct io_uring_sqe *sqe = get_sqe(r, &err);
-        uint64_t ud;
 
         if (!sqe)
-            break;
-        o->first = i;
-        o->count = 1;
-        ud = ((uint64_t)AIOU_TAG_BATCH << AIOU_UD_ID_BITS) |
-             ((uint64_t)b->slot << 16) | i;
-        if (kind == AIOU_KIND_DATAGRAM) {
-            o->iov[0].iov_base = (void *)(data + off);
-            o->iov[0].iov_len = lens[i];
-            o->msg.msg_iov = o->iov;
-            o->msg.msg_iovlen = 1;
-            if (addrlens[i]) {
-                o->msg.msg_name = (void *)(addrs + aoff);
-                o->msg.msg_namelen = addrlens[i];
-            }
-            aoff += addrlens[i];
-            io_uring_prep_sendmsg(sqe, fd, &o->msg, 0);
-        } else if (flags & AIOU_EMIT_VNET) {
-            o->iov[0].iov_base = (void *)zero_vnet_hdr;
-            o->iov[0].iov_len = sizeof(zero_vnet_hdr);
-            o->iov[1].iov_base = (void *)(data + off);
-            o->iov[1].iov_len = lens[i];
-            io_uring_prep_writev(sqe, fd, o->iov, 2, (__u64)-1);
-        } else {
-            io_uring_prep_write(sqe, fd, data + off, lens[i], (__u64)-1);
-        }
-        sqe->user_data = ud;
-        off += lens[i];
+            break;  /* the SQ could not be drained: the caller takes the rest back */
+        prep_output(sqe, fd, kind, &b->out[i]);
+        sqe->user_data = ((uint64_t)AIOU_TAG_BATCH << AIOU_UD_ID_BITS) | ((uint64_t)b->slot << 16) | i;
         b->refs++;
         b->nout++;
     }
@@ -385,19 +567,26 @@ int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
         return -EBUSY;
     }
     *slot = b->slot;
+    *planned = (unsigned)nout;
     return (int)b->nout;
 }
 
-int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
-                      uint32_t *first, uint32_t *count)
+int aiou_batch_members(struct aiou_ring *r, uint32_t slot, unsigned index,
+                       uint32_t *members, unsigned max, int *coalesced,
+                       uint32_t *seg)
 {
     struct aiou_batch *b = slot < r->nbatches ? r->batches[slot] : NULL;
+    struct aiou_out *o;
+    unsigned c;
 
-    if (!b || index >= b->nout)
+    if (!b || index >= b->planned)
         return -ENOENT;
-    *first = b->out[index].first;
-    *count = b->out[index].count;
-    return 0;
+    o = &b->out[index];
+    for (c = 0; c < o->count && c < max; c++)
+        members[c] = b->members[o->first + c];
+    *coalesced = o->coalesced;
+    *seg = o->seg;
+    return (int)c;
 }
 
 unsigned aiou_live_batches(struct aiou_ring *r)
@@ -421,26 +610,105 @@ static int batch_cqe(struct aiou_ring *r, uint64_t ud, int res, int64_t *done)
 
 /* -- reaping ------------------------------------------------------------ */
 
-/* Copy one datagram of a recvmsg buffer into the arena as address then
- * payload; returns the arena bytes used, 0 if it does not fit, or -errno. */
-static long take_datagram(struct aiou_bufring *b, const unsigned char *src, int res,
-                          unsigned char *arena, unsigned room, int64_t *lenfield)
+/* The UDP_GRO segment size a received super-datagram carries, or 0. */
+static unsigned gro_segment(struct io_uring_recvmsg_out *o, struct msghdr *msg)
 {
-    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate((void *)src, res, &b->msg);
-    unsigned namelen, plen;
+    struct cmsghdr *cm;
 
-    if (!o)
-        return -EINVAL;
-    if (o->flags & MSG_TRUNC)
-        return -EMSGSIZE;
-    namelen = o->namelen < (unsigned)b->msg.msg_namelen ? o->namelen : (unsigned)b->msg.msg_namelen;
-    plen = io_uring_recvmsg_payload_length(o, res, &b->msg);
-    if (namelen + plen > room)
+    for (cm = io_uring_recvmsg_cmsg_firsthdr(o, msg); cm; cm = io_uring_recvmsg_cmsg_nexthdr(o, msg, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int seg;
+            memcpy(&seg, CMSG_DATA(cm), sizeof(seg));
+            return seg > 0 ? (unsigned)seg : 0;
+        }
+    }
+    return 0;
+}
+
+/* Lay out `plen` payload bytes received from `name` as records (address,
+ * then payload) in the arena, one per GRO segment (`seg`, or one record for
+ * the whole payload when 0): their offsets and length fields go to pk.
+ * Returns the number of records, 0 if they do not fit (arena or pk). */
+static unsigned datagram_records(const void *name, unsigned namelen, const unsigned char *payload,
+                                 unsigned plen, unsigned seg, unsigned char *arena, unsigned room,
+                                 int64_t *pk, unsigned pk_room, uint64_t ud, unsigned *used_out)
+{
+    unsigned nrec = seg && plen > seg ? (plen + seg - 1) / seg : 1, k, used = 0;
+
+    if (nrec > pk_room || (size_t)nrec * namelen + plen > room)
         return 0;
-    memcpy(arena, io_uring_recvmsg_name(o), namelen);
-    memcpy(arena + namelen, io_uring_recvmsg_payload(o, &b->msg), plen);
-    *lenfield = ((int64_t)namelen << 32) | plen;
-    return (long)(namelen + plen);
+    for (k = 0; k < nrec; k++) {
+        unsigned take = seg && plen > seg ? (k + 1 < nrec ? seg : plen - k * seg) : plen;
+        memcpy(arena + used, name, namelen);
+        memcpy(arena + used + namelen, payload + (size_t)(seg ? k * seg : 0), take);
+        pk[3 * k] = (int64_t)ud;
+        pk[3 * k + 1] = used;       /* relative: the caller adds its base */
+        pk[3 * k + 2] = ((int64_t)namelen << 32) | take;
+        used += namelen + take;
+    }
+    *used_out = used;
+    return nrec;
+}
+
+/* Copy what a provided buffer holds into the arena as packet records (one,
+ * or one per segment of a TUN super-packet or a GRO'd datagram), their
+ * (ud, offset, length field) triples into pk.  Returns the record count, 0
+ * when they do not fit (and `first`: nothing else was taken this call, so
+ * they never will: then -EBADMSG), -EMSGSIZE for a truncated datagram,
+ * -EBADMSG for a read that makes no sense (dropped). */
+static int take_buffer(struct aiou_bufring *b, const unsigned char *src, int res, uint64_t ud,
+                       unsigned char *arena, unsigned arena_size, unsigned *used,
+                       int64_t *pk, unsigned pk_room, int first)
+{
+    unsigned room = arena_size - *used, k;
+
+    if (b->recvmsg) {
+        struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate((void *)src, res, &b->msg);
+        unsigned namelen, plen, seg, nrec, got;
+
+        if (!o)
+            return -EBADMSG;
+        if (o->flags & MSG_TRUNC)
+            return -EMSGSIZE;
+        namelen = o->namelen < (unsigned)b->msg.msg_namelen ? o->namelen : (unsigned)b->msg.msg_namelen;
+        plen = io_uring_recvmsg_payload_length(o, res, &b->msg);
+        seg = (b->kind & AIOU_BR_GRO) ? gro_segment(o, &b->msg) : 0;
+        nrec = datagram_records(io_uring_recvmsg_name(o), namelen, io_uring_recvmsg_payload(o, &b->msg),
+                                plen, seg, arena + *used, room, pk, pk_room, ud, &got);
+        if (!nrec)
+            return first ? -EBADMSG : 0;
+        for (k = 0; k < nrec; k++)
+            pk[3 * k + 1] += *used;
+        *used += got;
+        return (int)nrec;
+    }
+    if (b->kind & AIOU_BR_VNET) {
+        unsigned lens[256];
+        unsigned max = pk_room < 256 ? pk_room : 256;
+        size_t off = *used;
+        int np = aiou_tun_split(src, (size_t)res, arena + *used, room, lens, max, NULL);
+
+        if (np == -ENOSPC)
+            return first ? -EBADMSG : 0;
+        if (np < 0)
+            return -EBADMSG;
+        for (k = 0; k < (unsigned)np; k++) {
+            pk[3 * k] = (int64_t)ud;
+            pk[3 * k + 1] = (int64_t)off;
+            pk[3 * k + 2] = lens[k];
+            off += lens[k];
+        }
+        *used = (unsigned)off;
+        return np;
+    }
+    if ((unsigned)res > room)
+        return first ? -EBADMSG : 0;
+    memcpy(arena + *used, src, (size_t)res);
+    pk[0] = (int64_t)ud;
+    pk[1] = *used;
+    pk[2] = res;
+    *used += (unsigned)res;
+    return 1;
 }
 
 int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
@@ -451,6 +719,9 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
     unsigned n = 0, p = 0, used = 0, consumed = 0, touched_lo = ~0u, touched_hi = 0, i;
     int defer = (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     int entered = 0, full = 0;
+
+    while (r->nfinished)
+        batch_release(r, r->batches[r->finished[--r->nfinished]]);
 
     while (!full) {
         unsigned head, tail, mask, count = 0;
@@ -471,7 +742,7 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
             struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
             uint64_t ud = cqe->user_data;
             unsigned g = (unsigned)(ud >> AIOU_UD_ID_BITS);
-            int64_t res = cqe->res, off = -1, len = 0, done = -1;
+            int64_t res = cqe->res, off = -1, done = -1;
 
             /* Room for this CQE's entry and the done event it may cause. */
             if (n + 2 > max || p >= pk_max) {
@@ -488,28 +759,24 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
                 if (b && bid < b->entries) {
                     unsigned char *src = b->bufs + (size_t)bid * b->bufsize;
 
-                    if (res > 0 && b->recvmsg) {
-                        long got = take_datagram(b, src, cqe->res, arena + used,
-                                                 arena_size - used, &len);
+                    if (res > 0) {
+                        int got = take_buffer(b, src, cqe->res, ud, arena, arena_size, &used,
+                                              pk + 3 * p, pk_max - p, used == 0 && p == 0);
                         if (got == 0) {
-                            full = 1;
+                            full = 1;  /* does not fit this call: the CQE waits for the next */
                             break;
                         }
-                        if (got < 0) {
-                            res = got;  /* truncated or malformed: reported, not delivered */
+                        if (got > 0) {
+                            p += (unsigned)got;
+                            b->reads++;
+                            b->records += (unsigned)got;
+                            off = -2;  /* its packets are in pk */
+                        } else if (got == -EBADMSG) {
+                            r->split_errors++;  /* nothing to deliver; a final CQE re-arms */
+                            res = -EAGAIN;
                         } else {
-                            off = used;
-                            used += (unsigned)got;
+                            res = got;  /* truncated: reported, not delivered */
                         }
-                    } else if (res > 0) {
-                        if (used + (unsigned)res > arena_size) {
-                            full = 1;
-                            break;
-                        }
-                        memcpy(arena + used, src, res);
-                        off = used;
-                        len = res;
-                        used += (unsigned)res;
                     }
                     io_uring_buf_ring_add(b->br, src, b->bufsize, bid,
                                           io_uring_buf_ring_mask(b->entries),
@@ -520,15 +787,12 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
                         touched_hi = g;
                 }
             }
-            if (off >= 0 && (cqe->flags & IORING_CQE_F_MORE)) {
-                pk[3 * p] = (int64_t)ud;
-                pk[3 * p + 1] = off;
-                pk[3 * p + 2] = len;
-                p++;
+            if ((cqe->flags & IORING_CQE_F_MORE) && (off == -2 || res == -EAGAIN)) {
+                /* packets of an armed multishot op (already in pk), or one
+                 * dropped: nothing for the op's handler */
             } else {
-                /* a final CQE carrying a packet: res is its length field */
                 out[5 * n] = (int64_t)ud;
-                out[5 * n + 1] = off >= 0 ? len : res;
+                out[5 * n + 1] = res;
                 out[5 * n + 2] = cqe->flags;
                 out[5 * n + 3] = off;
                 out[5 * n + 4] = p;
@@ -537,8 +801,9 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
         next_cqe:
             if (done >= 0) {
                 /* After the CQE's own entry: Python drops the batch's
-                 * buffers only once it has seen every failure of it. */
-                batch_release(r, r->batches[done]);
+                 * buffers only once it has seen every failure of it, and
+                 * may still ask about its outputs until the next reap. */
+                r->finished[r->nfinished++] = (uint32_t)done;
                 out[5 * n] = (int64_t)(((uint64_t)AIOU_TAG_EVENT << AIOU_UD_ID_BITS) | (uint64_t)done);
                 out[5 * n + 1] = 0;
                 out[5 * n + 2] = 0;
@@ -572,7 +837,7 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
 /* -- buffer rings ------------------------------------------------------- */
 
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize, int recvmsg)
+                     unsigned entries, unsigned bufsize, unsigned kind)
 {
     struct io_uring_buf_reg reg;
     struct aiou_bufring *b;
@@ -638,8 +903,11 @@ int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
         io_uring_buf_ring_add(b->br, b->bufs + (size_t)i * bufsize, bufsize, i,
                               io_uring_buf_ring_mask(entries), i);
     io_uring_buf_ring_advance(b->br, entries);
-    if (recvmsg) {
+    b->kind = kind;
+    if (kind & AIOU_BR_RECVMSG) {
         b->msg.msg_namelen = sizeof(struct sockaddr_storage);
+        if (kind & AIOU_BR_GRO)
+            b->msg.msg_controllen = CMSG_SPACE(sizeof(int)) * 2;  /* UDP_GRO, and room for one more */
         b->recvmsg = 1;
     }
     r->groups[bgid] = b;
@@ -656,6 +924,18 @@ int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid)
     bufring_free(r->groups[bgid]);
     r->groups[bgid] = NULL;
     return ret;
+}
+
+int aiou_bufring_counts(struct aiou_ring *r, unsigned short bgid,
+                        unsigned long long *reads, unsigned long long *records)
+{
+    struct aiou_bufring *b = group(r, bgid);
+
+    if (!b)
+        return -ENOENT;
+    *reads = b->reads;
+    *records = b->records;
+    return 0;
 }
 
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
@@ -679,14 +959,34 @@ int aiou_probe_opcodes(unsigned char *supported, unsigned max,
 
 /* -- readiness backend -------------------------------------------------- */
 
+/* What one read may produce at most, in records and in arena bytes beyond
+ * the read itself: a TUN super-packet's segments each repeat the headers
+ * (at most 120 bytes), a GRO'd datagram's each repeat the address. */
+#define AIOU_SPLIT_MAX 256
+#define AIOU_GRO_RECV_MAX 128  /* UDP_MAX_SEGMENTS on 6.18: a GSO send that stays in the host */
+
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err)
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *nreads)
 {
-    unsigned n = 0, used = 0;
+    unsigned n = 0, used = 0, reads = 0;
+    unsigned char *scratch = NULL;
+    unsigned per_read = 1, extra = 0;
 
     *err = 0;
-    while (n < max && used + bufsize <= arena_size) {
-        ssize_t got = read(fd, arena + used, bufsize);
+    *dropped = 0;
+    if (kind & AIOU_BR_VNET) {
+        /* a super-packet is read whole into scratch, then split into the arena */
+        scratch = malloc(bufsize);
+        if (!scratch) {
+            *err = -ENOMEM;
+            return 0;
+        }
+        per_read = AIOU_SPLIT_MAX;
+        extra = AIOU_SPLIT_MAX * 120;
+    }
+    while (reads < max_reads && n + per_read <= cap && (size_t)used + bufsize + extra <= arena_size) {
+        ssize_t got = read(fd, scratch ? scratch : arena + used, bufsize);
         if (got < 0) {
             if (errno == EINTR)
                 continue;
@@ -694,29 +994,60 @@ int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
                 *err = -errno;
             break;
         }
+        reads++;
         if (got == 0) {
             *err = -ENODATA;
             break;
+        }
+        if (scratch) {
+            unsigned lens[AIOU_SPLIT_MAX], k;
+            int np = aiou_tun_split(scratch, (size_t)got, arena + used, arena_size - used, lens, AIOU_SPLIT_MAX, NULL);
+
+            if (np < 0) {
+                (*dropped)++;  /* malformed, or a pathological segment count */
+                continue;
+            }
+            for (k = 0; k < (unsigned)np; k++) {
+                out[2 * n] = used;
+                out[2 * n + 1] = lens[k];
+                used += lens[k];
+                n++;
+            }
+            continue;
         }
         out[2 * n] = used;
         out[2 * n + 1] = got;
         used += (unsigned)got;
         n++;
     }
+    free(scratch);
+    *nreads = reads;
     return (int)n;
 }
 
 int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err)
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *nreads)
 {
-    unsigned n = 0, used = 0;
+    unsigned n = 0, used = 0, reads = 0;
     const unsigned namemax = sizeof(struct sockaddr_storage);
+    unsigned per_read = (kind & AIOU_BR_GRO) ? AIOU_GRO_RECV_MAX : 1;
+    union {
+        char buf[CMSG_SPACE(sizeof(int)) * 2];
+        struct cmsghdr align;
+    } control;
 
     *err = 0;
-    while (n < max && used + namemax + bufsize <= arena_size) {
+    *dropped = 0;
+    while (reads < max_reads && n + per_read <= cap &&
+           (size_t)used + (size_t)namemax * (per_read + 1) + bufsize <= arena_size) {
         struct sockaddr_storage name;
-        struct iovec iov = { arena + used + namemax, bufsize };
+        /* the payload lands past room for every segment's copy of the address */
+        unsigned char *payload = arena + used + (size_t)namemax * per_read;
+        struct iovec iov = { payload, bufsize };
         struct msghdr msg;
+        unsigned seg = 0, nrec, k, plen, alen;
+        struct cmsghdr *cm;
         ssize_t got;
 
         memset(&msg, 0, sizeof(msg));
@@ -724,6 +1055,10 @@ int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
         msg.msg_namelen = namemax;
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
+        if (kind & AIOU_BR_GRO) {
+            msg.msg_control = control.buf;
+            msg.msg_controllen = sizeof(control.buf);
+        }
         got = recvmsg(fd, &msg, MSG_DONTWAIT);
         if (got < 0) {
             if (errno == EINTR)
@@ -732,66 +1067,138 @@ int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
                 *err = -errno;
             break;
         }
+        reads++;
         if (msg.msg_flags & MSG_TRUNC) {
             *err = -EMSGSIZE;
             break;
         }
-        if (msg.msg_namelen > namemax)
-            msg.msg_namelen = namemax;
-        /* address right before the payload, as aiou_reap lays them out */
-        memmove(arena + used, &name, msg.msg_namelen);
-        memmove(arena + used + msg.msg_namelen, arena + used + namemax, (size_t)got);
-        out[3 * n] = used;
-        out[3 * n + 1] = msg.msg_namelen;
-        out[3 * n + 2] = got;
-        used += msg.msg_namelen + (unsigned)got;
-        n++;
+        alen = msg.msg_namelen < namemax ? msg.msg_namelen : namemax;
+        for (cm = (kind & AIOU_BR_GRO) ? CMSG_FIRSTHDR(&msg) : NULL; cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int v;
+                memcpy(&v, CMSG_DATA(cm), sizeof(v));
+                seg = v > 0 ? (unsigned)v : 0;
+            }
+        }
+        plen = (unsigned)got;
+        nrec = seg && plen > seg ? (plen + seg - 1) / seg : 1;
+        if (nrec > per_read) {
+            (*dropped)++;  /* more segments than any sender makes: not ours to split */
+            continue;
+        }
+        /* records (address, then payload segment) laid out forwards: each
+         * lands at or before its payload, so a forward memmove is safe */
+        for (k = 0; k < nrec; k++) {
+            unsigned take = nrec == 1 ? plen : (k + 1 < nrec ? seg : plen - k * seg);
+            memcpy(arena + used, &name, alen);
+            memmove(arena + used + alen, payload + (size_t)k * seg, take);
+            out[3 * n] = used;
+            out[3 * n + 1] = alen;
+            out[3 * n + 2] = take;
+            used += alen + take;
+            n++;
+        }
     }
+    *nreads = reads;
     return (int)n;
 }
 
-int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+/* One output by syscall: its bytes count, or -errno. */
+static ssize_t send_output(int fd, unsigned kind, struct aiou_out *o)
+{
+    ssize_t put;
+
+    do {
+        if (kind == AIOU_KIND_DATAGRAM)
+            put = sendmsg(fd, &o->msg, MSG_DONTWAIT);
+        else
+            put = writev(fd, o->iov, (int)o->niov);
+    } while (put < 0 && errno == EINTR);
+    return put < 0 ? -errno : put;
+}
+
+int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
                     const unsigned char *data, const uint32_t *lens, unsigned n,
                     const unsigned char *addrs, const uint16_t *addrlens,
-                    int *errs, int *nerr)
+                    int *errs, int *nerr, unsigned *events, uint32_t *seg,
+                    unsigned *writes)
 {
-    unsigned i;
-    size_t off = 0, aoff = 0;
+    struct aiou_batch *b;
+    unsigned i, c, handled = 0;
+    int nout;
 
     *nerr = 0;
-    for (i = 0; i < n; i++) {
-        ssize_t put;
-        do {
-            if (kind == AIOU_KIND_DATAGRAM) {
-                struct iovec iov = { (void *)(data + off), lens[i] };
-                struct msghdr msg;
-
-                memset(&msg, 0, sizeof(msg));
-                msg.msg_iov = &iov;
-                msg.msg_iovlen = 1;
-                if (addrlens[i]) {
-                    msg.msg_name = (void *)(addrs + aoff);
-                    msg.msg_namelen = addrlens[i];
-                }
-                put = sendmsg(fd, &msg, MSG_DONTWAIT);
-            } else if (flags & AIOU_EMIT_VNET) {
-                struct iovec iov[2] = {
-                    { (void *)zero_vnet_hdr, sizeof(zero_vnet_hdr) },
-                    { (void *)(data + off), lens[i] },
-                };
-                put = writev(fd, iov, 2);
-            } else {
-                put = write(fd, data + off, lens[i]);
-            }
-        } while (put < 0 && errno == EINTR);
-        if (put < 0 && errno == EAGAIN)
-            break;
-        errs[i] = put < 0 ? -errno : 0;
-        if (put < 0)
-            (*nerr)++;
-        off += lens[i];
-        if (kind == AIOU_KIND_DATAGRAM)
-            aoff += addrlens[i];
+    *events = 0;
+    *seg = 0;
+    *writes = 0;
+    if (!n)
+        return 0;
+    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM || (kind == AIOU_KIND_DATAGRAM && !addrlens))
+        return -EINVAL;
+    b = batch_new(n, flags);
+    if (!b)
+        return -ENOMEM;
+    nout = build_outputs(b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
+    if (nout < 0) {
+        free(b);
+        return nout;
     }
-    return (int)i;
+    for (i = 0; i < n; i++)
+        errs[i] = 0;
+    for (i = 0; i < (unsigned)nout; i++) {
+        struct aiou_out *o = &b->out[i];
+        ssize_t put = send_output(fd, kind, o);
+
+        if (put == -EAGAIN && kind == AIOU_KIND_DATAGRAM)
+            break;  /* runs are consecutive: what is handled is a prefix */
+        (*writes)++;
+        if (put < 0 && o->coalesced &&
+            ((kind == AIOU_KIND_PACKET && put == -EINVAL) ||
+             (kind == AIOU_KIND_DATAGRAM && (put == -EIO || put == -EINVAL || put == -EMSGSIZE)))) {
+            /* the kernel refused the offload: every packet again, plainly */
+            struct aiou_batch *one = batch_new(1, 0);
+            if (!one) {
+                free(b);
+                return -ENOMEM;
+            }
+            if (kind == AIOU_KIND_PACKET)
+                *events |= AIOU_EV_GRO_REFUSED;
+            else if (put == -EMSGSIZE) {
+                *events |= AIOU_EV_GSO_TOO_BIG;
+                *seg = o->seg;
+            } else
+                *events |= AIOU_EV_GSO_REFUSED;
+            for (c = 0; c < o->count; c++) {
+                unsigned m = b->members[o->first + c];
+                size_t off = 0, aoff = 0;
+                unsigned k, iov_used = 0;
+                ssize_t again;
+
+                for (k = 0; k < m; k++) {
+                    off += lens[k];
+                    if (kind == AIOU_KIND_DATAGRAM)
+                        aoff += addrlens[k];
+                }
+                out_plain(one, &one->out[0], kind, flags & AIOU_EMIT_VNET, data + off, lens[m],
+                          addrs ? addrs + aoff : NULL, kind == AIOU_KIND_DATAGRAM ? addrlens[m] : 0, &iov_used);
+                again = send_output(fd, kind, &one->out[0]);
+                if (again < 0) {
+                    errs[m] = (int)again;
+                    (*nerr)++;
+                }
+            }
+            free(one);
+        } else if (put < 0) {
+            for (c = 0; c < o->count; c++) {
+                errs[b->members[o->first + c]] = (int)put;
+                (*nerr)++;
+            }
+        }
+        if (kind == AIOU_KIND_DATAGRAM)
+            handled = o->first + o->count;
+    }
+    if (kind == AIOU_KIND_PACKET)
+        handled = n;  /* a TUN write never waits: every packet was written or refused */
+    free(b);
+    return (int)handled;
 }

@@ -37,26 +37,51 @@
 /* Write batch kinds and flags. */
 #define AIOU_KIND_PACKET 0        /* write() one packet per SQE (TUN/TAP) */
 #define AIOU_KIND_DATAGRAM 1      /* sendmsg() one datagram per SQE, with its address */
-#define AIOU_EMIT_VNET 1          /* prepend a zero virtio_net_hdr (IFF_VNET_HDR devices) */
+#define AIOU_EMIT_VNET 1          /* a virtio_net_hdr before each packet (IFF_VNET_HDR devices) */
+#define AIOU_EMIT_GRO_TCP 2       /* ... and TCP segments of a flow coalesced into one write */
+#define AIOU_EMIT_GRO_UDP 4       /* ... and UDP datagrams of a flow too (the TUN took USO) */
+#define AIOU_EMIT_GSO 8           /* datagrams: equal-sized runs to one address as one UDP_SEGMENT send */
+
+/* Buffer ring kinds. */
+#define AIOU_BR_RECVMSG 1         /* laid out for multishot recvmsg */
+#define AIOU_BR_VNET 2            /* TUN reads with a virtio header: split super-packets */
+#define AIOU_BR_GRO 4             /* recvmsg with UDP_GRO: split by the segment size */
+
+/* What aiou_send_batch / a batch reports beyond per-packet errors. */
+#define AIOU_EV_GRO_REFUSED 1     /* a coalesced TUN write was refused: resent one by one */
+#define AIOU_EV_GSO_REFUSED 2     /* a UDP_SEGMENT send was refused (EIO/EINVAL): resent one by one */
+#define AIOU_EV_GSO_TOO_BIG 4     /* a UDP_SEGMENT send was too big for the route (EMSGSIZE): resent */
 
 struct aiou_bufring {
     struct io_uring_buf_ring *br;
     struct msghdr msg;       /* recvmsg groups: the template the kernel lays buffers out by */
     int recvmsg;
+    unsigned kind;           /* AIOU_BR_* */
     unsigned char *bufs;
     unsigned entries;
     unsigned bufsize;
     unsigned short bgid;
     int pending;             /* buffers recycled but not yet published */
+    unsigned long long reads;    /* CQEs that carried data */
+    unsigned long long records;  /* packets or datagrams they made (more with split super-packets) */
     size_t ring_bytes;
     size_t bufs_bytes;
 };
 
+/* One write (one SQE or syscall): a packet, a coalesced TUN super-packet or
+ * a UDP_SEGMENT send. */
 struct aiou_out {
     struct msghdr msg;       /* datagrams */
-    struct iovec iov[2];
-    uint32_t first;          /* index of the first input packet this output carries */
-    uint32_t count;          /* how many input packets it carries */
+    struct iovec *iov;
+    unsigned niov;
+    uint32_t first;          /* its packets' input indices: members[first .. first+count) */
+    uint32_t count;
+    uint32_t seg;            /* GSO: the segment size */
+    int coalesced;
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } cmsg;
 };
 
 /* One aiou_emit call's worth of writes, alive until its last CQE.  The
@@ -67,8 +92,12 @@ struct aiou_batch {
     unsigned kind;
     unsigned flags;
     unsigned refs;           /* SQEs whose CQE is still to come */
-    unsigned nout;
+    unsigned nout;           /* outputs queued */
+    unsigned planned;        /* outputs built (more than queued if the SQ could not be drained) */
     uint32_t slot;
+    uint32_t *members;       /* input packet indices, in output order */
+    struct iovec *iovs;
+    unsigned char *hdrs;     /* coalesced outputs' rewritten headers */
     struct aiou_out out[];
 };
 
@@ -83,12 +112,15 @@ struct aiou_ring {
     unsigned long long reaped;
     unsigned long long submit_calls; /* io_uring_enter calls made to submit */
     unsigned long long overflows;  /* reaps that found IORING_SQ_CQ_OVERFLOW set */
+    unsigned long long split_errors; /* reads with a virtio header or GRO cmsg that made no sense: dropped */
     struct aiou_bufring **groups;  /* by buffer group id, grown on demand */
     unsigned ngroups;
     struct aiou_batch **batches;   /* by slot, grown on demand */
     unsigned nbatches;
     uint32_t *free_slots;
     unsigned nfree;
+    uint32_t *finished;            /* batches reported done, freed at the next reap (Python may still ask about them) */
+    unsigned nfinished;
     unsigned live_batches;
 };
 
@@ -139,30 +171,45 @@ int aiou_reap(struct aiou_ring *r, int64_t *out, unsigned max,
  * the largest packet the device can produce: the memory is mapped lazily and
  * only the pages packets touch become resident). */
 int aiou_bufring_add(struct aiou_ring *r, unsigned short bgid,
-                     unsigned entries, unsigned bufsize, int recvmsg);
+                     unsigned entries, unsigned bufsize, unsigned kind);
 int aiou_bufring_remove(struct aiou_ring *r, unsigned short bgid);
+/* (reads, records) a buffer group has taken so far. */
+int aiou_bufring_counts(struct aiou_ring *r, unsigned short bgid,
+                        unsigned long long *reads, unsigned long long *records);
 
 /* Hand `n` packets to the kernel in one call: packet i is data[off_i ..
  * off_i + lens[i]) with the packets back to back in `data`; for datagrams its
  * destination is addrs[aoff_i .. aoff_i + addrlens[i]) (length 0: the
- * connected peer).  One SQE per packet, user_data (AIOU_TAG_BATCH << 48) |
- * (slot << 16) | index.  `data` and `addrs` must stay valid until aiou_reap
- * reports the batch done.  Returns the number of packets taken (all of them
- * unless the submission queue could not be drained: then the rest is the
- * caller's to retry), with the batch's slot in *slot, or -errno. */
+ * connected peer).  `flags` (AIOU_EMIT_*) may turn runs of packets into one
+ * write: TCP/UDP segments of a flow into a TUN super-packet (GRO), equal-sized
+ * datagrams to one address into a UDP_SEGMENT send of segments of at most
+ * `gso_max` bytes (GSO).  One SQE per output, user_data (AIOU_TAG_BATCH <<
+ * 48) | (slot << 16) | output index.  `data` and `addrs` must stay valid
+ * until aiou_reap reports the batch done.  Returns the number of outputs
+ * queued, with the batch's slot in *slot and the number built in *planned
+ * (more than queued only if the submission queue could not be drained: the
+ * packets of outputs queued .. planned-1, see aiou_batch_members, are the
+ * caller's to retry), -EBUSY if none could be queued, or -errno. */
 int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
-              const unsigned char *data, const uint32_t *lens, unsigned n,
-              const unsigned char *addrs, const uint16_t *addrlens,
-              uint32_t *slot);
-/* The input packets batch `slot`'s output `index` carries: *first, *count. */
-int aiou_batch_output(struct aiou_ring *r, uint32_t slot, unsigned index,
-                      uint32_t *first, uint32_t *count);
+              unsigned gso_max, const unsigned char *data, const uint32_t *lens,
+              unsigned n, const unsigned char *addrs, const uint16_t *addrlens,
+              uint32_t *slot, unsigned *planned);
+/* The input packets output `index` of batch `slot` carries, into
+ * members[0 .. return value), and whether it was coalesced (*coalesced) and
+ * its segment size (*seg, GSO).  -ENOENT for an unknown output. */
+int aiou_batch_members(struct aiou_ring *r, uint32_t slot, unsigned index,
+                       uint32_t *members, unsigned max, int *coalesced,
+                       uint32_t *seg);
 unsigned aiou_live_batches(struct aiou_ring *r);
 
 /* Readiness backend: batches of plain syscalls in one call from Python.
  * aiou_read_batch reads packets from a non-blocking fd into `arena` (each at
- * most `bufsize` bytes, back to back) until EAGAIN, `max` packets or too
- * little arena left for one more; out[2*i], out[2*i+1] = (offset, length).
+ * most `bufsize` bytes, back to back) until EAGAIN, `max_reads` reads, or too
+ * little room left (`cap` records, or arena) for what one more read may
+ * give; out[2*i], out[2*i+1] = (offset, length).
+ * With kind AIOU_BR_VNET each read is split into its packets (a read that
+ * cannot be is dropped and counted in *dropped); with AIOU_BR_GRO each
+ * datagram of aiou_recv_batch is split by its UDP_GRO segment size.
  * Returns the count; a read error other than EAGAIN/EINTR stops the batch
  * and is left in *err as -errno (0 if none).  End of file counts as -ENODATA.
  * aiou_recv_batch is the same for a datagram socket (recvmsg): each record
@@ -175,13 +222,20 @@ unsigned aiou_live_batches(struct aiou_ring *r);
  * write()/sendmsg() each; errs[i] is 0 or -errno.  It stops at EAGAIN and
  * returns how many packets were handled (written or refused). */
 int aiou_read_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err);
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *reads);
 int aiou_recv_batch(int fd, unsigned char *arena, unsigned arena_size,
-                    unsigned bufsize, int64_t *out, unsigned max, int *err);
-int aiou_send_batch(int fd, unsigned kind, unsigned flags,
+                    unsigned bufsize, unsigned kind, int64_t *out, unsigned cap,
+                    unsigned max_reads, int *err, unsigned *dropped, unsigned *reads);
+/* The readiness path's aiou_emit: the same outputs, written with one
+ * writev()/sendmsg() each.  A coalesced output the kernel refuses is written
+ * again packet by packet at once, and *events says so (AIOU_EV_*; for
+ * EV_GSO_TOO_BIG, *seg is the refused segment size). */
+int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
                     const unsigned char *data, const uint32_t *lens, unsigned n,
                     const unsigned char *addrs, const uint16_t *addrlens,
-                    int *errs, int *nerr);
+                    int *errs, int *nerr, unsigned *events, uint32_t *seg,
+                    unsigned *writes);
 
 int aiou_probe_opcodes(unsigned char *supported, unsigned max,
                        unsigned *last_op);

@@ -17,6 +17,7 @@ __all__ = [
     "checksum",
     "coalesce",
     "coalesce_iov",
+    "coalesce_members",
     "coalesce_plan",
     "split",
 ]
@@ -26,6 +27,12 @@ MAX_SEGMENTS: int = lib.AIOU_GRO_MAX_SEGS
 GRO_TCP: int = lib.AIOU_GRO_TCP
 GRO_UDP: int = lib.AIOU_GRO_UDP
 _HDR_MAX: int = lib.AIOU_GRO_HDR_MAX
+F_NEEDS_CSUM: int = lib.AIOU_VNET_F_NEEDS_CSUM
+GSO_NONE: int = lib.AIOU_VNET_GSO_NONE
+GSO_TCPV4: int = lib.AIOU_VNET_GSO_TCPV4
+GSO_TCPV6: int = lib.AIOU_VNET_GSO_TCPV6
+GSO_UDP_L4: int = lib.AIOU_VNET_GSO_UDP_L4
+GSO_ECN: int = lib.AIOU_VNET_GSO_ECN
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
@@ -139,3 +146,14 @@ def coalesce_iov(packets: Sequence[bytes], flags: int) -> list[list[bytes]]:
     if len(packets) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} packets per plan, not {len(packets)}")
     return _Batch(packets, flags).iov_all()
+
+
+def coalesce_members(packets: Sequence[bytes], flags: int) -> list[tuple[bytes, list[int]]]:
+    """Every output (virtio header + packet) with the indices of the input
+    packets it carries, chunk by chunk of ``MAX_BATCH`` packets."""
+    out: list[tuple[bytes, list[int]]] = []
+    for base in range(0, len(packets), MAX_BATCH):
+        batch = _Batch(packets[base : base + MAX_BATCH], flags)
+        for data, (_, members) in zip(batch.emit_all(), batch.outputs()):
+            out.append((data, [base + m for m in members]))
+    return out

@@ -1,6 +1,6 @@
-"""Test doubles: a fake kernel under the production ``Ring``, fake TUN devices
-and datagram sockets, and helpers that build the production transports on
-them through the public factories.
+"""The fake kernel: ``FakeKernel`` answers the ``NativeRing`` interface the
+way the kernel does, for ``FakeRing``; ``FakeDevice`` is a TUN or datagram
+socket on it.  See ``aiouring.testing`` for how tests use them.
 
 ``FakeRing`` is the production ``Ring`` (its batching, flush, reap, dispatch,
 cancellation and close) over ``FakeKernel``, which answers in the kernel's
@@ -32,30 +32,20 @@ import dataclasses
 import errno
 import os
 import socket
+import struct
 import weakref
 from collections import deque
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Sequence
 
-from . import _validate as check
-from ._native import F_BUFFER, F_MORE, GROUP_SHIFT, TAG_BATCH, TAG_EVENT
-from .device import TunDevice, validate_ifname
-from .protocol import PacketQueueProtocol
-from .ring import Ring
-from .sockaddr import from_sockaddr, to_sockaddr
-from .transport import create_tun_connection
-from .tun import Tun
+from .. import _validate as check
+from .._native import BR_VNET, EMIT_GRO_TCP, EMIT_GRO_UDP, EMIT_VNET, F_BUFFER, F_MORE, GROUP_SHIFT, TAG_BATCH, TAG_EVENT
+from .._native import offload as native_offload
+from ..sockaddr import from_sockaddr, to_sockaddr
 
-__all__ = [
-    "FakeDevice",
-    "FakeKernel",
-    "FakeOp",
-    "FakePeer",
-    "FakeRing",
-    "FakeTun",
-    "UseAfterFree",
-    "fake_datagram_endpoint",
-    "fake_tun",
-]
+__all__ = ["FakeDevice", "FakeKernel", "FakeOp", "UseAfterFree"]
+
+VNET_HDR = struct.Struct("=BBHHHH")  # struct virtio_net_hdr
+_ZERO_VNET = bytes(VNET_HDR.size)
 
 
 @dataclasses.dataclass(eq=False)
@@ -107,14 +97,26 @@ def _errno(err: Any) -> int:
 class FakeDevice:
     """A packet device or datagram socket on a fake kernel: ``inject`` packets
     for the application to read, find what it wrote in ``written`` (and
-    ``sent`` with destinations); ``fail_writes`` makes the next writes fail."""
+    ``sent`` with destinations); ``fail_writes`` makes the next writes fail.
 
-    def __init__(self, kernel: "FakeKernel", fd: int, max_packet: int = 65535 + 22) -> None:
+    ``vnet``: a TUN with a virtio header, as ``IFF_VNET_HDR`` makes it:
+    ``inject`` prefixes ordinary packets with an empty header and
+    ``inject_super`` passes a super-packet (header included) as the kernel
+    hands one over; what the application writes is checked as the kernel
+    checks it (a bad header is refused with ``EINVAL``), ``writes`` holds
+    each write as made (merged super-packets included) and ``written`` the
+    packets they stand for.  ``refuse_merged`` models the kernels that take
+    ``IFF_VNET_HDR`` and then refuse merged writes with ``EINVAL``."""
+
+    def __init__(self, kernel: "FakeKernel", fd: int, max_packet: int = 65535 + 22, *, vnet: bool = False) -> None:
         self._kernel = kernel
         self.fd = fd
         self.max_packet = max_packet
+        self.vnet = vnet
+        self.refuse_merged = False
         self.inbound: deque[tuple[bytes, bytes]] = deque()  # (raw source address, payload)
         self.written: list[bytes] = []
+        self.writes: list[bytes] = []  # vnet: each write as made, header included
         self.sent: list[tuple[bytes, Any]] = []  # datagrams: (data, destination or None)
         self.write_errors: deque[int] = deque()
         self.write_event = asyncio.Event()
@@ -127,7 +129,20 @@ class FakeDevice:
                 raise ValueError("a packet is never empty")
             if len(p) > self.max_packet:
                 raise ValueError(f"packet of {len(p)} bytes is larger than the device's limit of {self.max_packet}")
-        self.inbound.extend((b"", bytes(p)) for p in packets)
+        prefix = _ZERO_VNET if self.vnet else b""
+        self.inbound.extend((b"", prefix + bytes(p)) for p in packets)
+        self._kernel.feed(self)
+
+    def inject_super(self, *super_packets: bytes) -> None:
+        """Reads as a vnet TUN hands them over: each a virtio header and a
+        packet (a super-packet with a GSO header, say)."""
+        if not self.vnet:
+            raise ValueError("this device has no virtio header: use inject()")
+        for p in super_packets:
+            check.bytes_like(p, "super_packet")
+            if len(p) <= VNET_HDR.size:
+                raise ValueError("a super-packet is a virtio header and a packet")
+        self.inbound.extend((b"", bytes(p)) for p in super_packets)
         self._kernel.feed(self)
 
     def inject_datagram(self, data: bytes, addr: Any, family: int = socket.AF_INET) -> None:
@@ -157,6 +172,8 @@ class FakeKernel:
         self.devices: dict[int, FakeDevice] = {}
         self.groups: dict[int, list[Any]] = {}  # bgid -> [entries, in use, bufsize, recvmsg]
         self.batches: dict[int, list[int]] = {}  # slot -> [writes still pending]
+        self.members: dict[int, list[tuple[list[int], bool]]] = {}  # slot -> per output: (packets, merged)
+        self.split_errors = 0
         self.cancel_policy = "cancel"
         self.submitted = 0
         self.reaped = 0
@@ -226,35 +243,46 @@ class FakeKernel:
     def prep_recvmsg_multishot(self, fd: int, bgid: int, ud: int) -> None:
         self._prep(FakeOp("recvmsg_multishot", fd, ud, bgid=bgid))
 
-    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, recvmsg: bool = False) -> None:
+    def add_buffer_group(self, bgid: int, entries: int, bufsize: int, kind: int = 0) -> None:
         if bgid in self.groups:
             raise FileExistsError(errno.EEXIST, "buffer group exists")
-        self.groups[bgid] = [self._group_limit or entries, 0, bufsize, recvmsg]
+        self.groups[bgid] = [self._group_limit or entries, 0, bufsize, kind]
 
     def remove_buffer_group(self, bgid: int) -> None:
         self.groups.pop(bgid, None)
 
-    def emit(self, fd: int, kind: int, flags: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int]:
-        """A write batch, as aiou_emit: one op per packet, reported only if it fails."""
+    def emit(self, fd: int, kind: int, flags: int, gso_max: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int, int]:
+        """A write batch, as aiou_emit: one op per output (a packet, or with
+        EMIT_GRO_* the super-packets the same C coalescer makes), reported
+        only if it fails."""
         if self.closed:
             raise OSError(errno.EBADF, "fake ring is closed")
         slot = self._next_slot
         self._next_slot += 1
-        self.batches[slot] = [n]
-        off = aoff = 0
+        packets, dests, off, aoff = [], [], 0, 0
         for i in range(n):
-            size = lens[i]
-            addr = b""
+            packets.append(data[off : off + lens[i]])
+            off += lens[i]
             if addrlens is not None:
-                addr = addrs[aoff : aoff + addrlens[i]]
+                dests.append(addrs[aoff : aoff + addrlens[i]])
                 aoff += addrlens[i]
-            ud = (TAG_BATCH << GROUP_SHIFT) | (slot << 16) | i
-            self._prep(FakeOp("sendto" if addrlens is not None else "write", fd, ud, size=size, data=data[off : off + size], addr=addr, batch=slot))
-            off += size
-        return n, slot
+        if addrlens is None and flags & (EMIT_GRO_TCP | EMIT_GRO_UDP):
+            gro = (native_offload.GRO_TCP if flags & EMIT_GRO_TCP else 0) | (native_offload.GRO_UDP if flags & EMIT_GRO_UDP else 0)
+            outputs = native_offload.coalesce_members(packets, gro)
+        else:
+            prefix = _ZERO_VNET if flags & EMIT_VNET else b""
+            outputs = [(prefix + p, [i]) for i, p in enumerate(packets)]
+        self.batches[slot] = [len(outputs)]
+        self.members[slot] = [(m, len(m) > 1) for _, m in outputs]
+        for index, (out, members) in enumerate(outputs):
+            ud = (TAG_BATCH << GROUP_SHIFT) | (slot << 16) | index
+            addr = dests[members[0]] if dests else b""
+            self._prep(FakeOp("sendto" if addrlens is not None else "write", fd, ud, size=len(out), data=out, addr=addr, batch=slot))
+        return len(outputs), len(outputs), slot
 
-    def batch_output(self, slot: int, index: int) -> tuple[int, int]:
-        return index, 1
+    def batch_members(self, slot: int, index: int) -> tuple[list[int], bool, int]:
+        members, merged = self.members[slot][index]
+        return list(members), merged, 0
 
     def submit(self) -> int:
         if not self.sq:
@@ -277,14 +305,32 @@ class FakeKernel:
         while self.cq and n < self._batch_limit:
             ud, res, flags, payload = self.cq.popleft()
             off = -1
+            group = None
             if payload is not None:
                 off = len(arena)
                 arena += payload
                 group = self.groups.get(((ud >> GROUP_SHIFT) & 0xFFFF) - 1)
                 if group is not None:
                     group[1] -= 1  # the buffer is recycled once copied out
-            if off >= 0 and flags & F_MORE:
-                pk += (ud, off, res)
+            if off >= 0:
+                # packets from a buffer ring: handed over in pk, as aiou_reap does
+                # (a vnet TUN's read split into the packets it stands for)
+                if group is not None and group[3] & BR_VNET:
+                    del arena[off:]
+                    try:
+                        parts = native_offload.split(payload)  # type: ignore[arg-type]
+                    except ValueError:
+                        parts = []
+                        self.split_errors += 1
+                    for part in parts:
+                        pk += (ud, len(arena), len(part))
+                        arena += part
+                    if not parts:
+                        res = -errno.EAGAIN  # nothing to deliver; a final CQE re-arms
+                else:
+                    pk += (ud, off, res)
+                if not flags & F_MORE:
+                    out += (ud, res, flags, -2 if res > 0 else -1, len(pk) // 3)  # the shot ended: its handler hears of it
             else:
                 out += (ud, res, flags, off, len(pk) // 3)
             n += 1
@@ -389,9 +435,18 @@ class FakeKernel:
         if device.write_errors:
             self.finish(op, -device.write_errors.popleft())
             return
+        data = op.data or b""
         if op.kind == "sendto":
-            device.sent.append((op.data or b"", from_sockaddr(op.addr) if op.addr else None))
-        device.written.append(op.data or b"")
+            device.sent.append((data, from_sockaddr(op.addr) if op.addr else None))
+        if device.vnet:
+            refusal = _vnet_refusal(data, device.refuse_merged)
+            if refusal:
+                self.finish(op, -refusal)
+                return
+            device.writes.append(data)
+            device.written.extend(native_offload.split(data))
+        else:
+            device.written.append(data)
         device.write_event.set()
         self.finish(op, op.size)
 
@@ -421,184 +476,22 @@ class FakeKernel:
                 self.finish(op, len(packet), packet)
 
 
-class FakeRing(Ring):
-    """The production ``Ring`` over a ``FakeKernel``: no root, no io_uring."""
-
-    backend = "fake"  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        read_mode: str = "multishot",
-        batch_limit: int = 256,
-        buffers_per_group: int | None = None,
-    ) -> None:
-        """``read_mode`` is what ``packet_source(mode="auto")`` reads in
-        (``"multishot"`` or ``"single"``); ``buffers_per_group`` caps multishot
-        buffer groups (to provoke ``-ENOBUFS``); ``batch_limit`` is the most
-        CQEs one reap returns."""
-        check.choice("read_mode", read_mode, ("multishot", "single"))
-        check.int_in_range("batch_limit", batch_limit, 1)
-        if buffers_per_group is not None:
-            check.int_in_range("buffers_per_group", buffers_per_group, 1)
-        kernel = FakeKernel(batch_limit=batch_limit, group_sizes=buffers_per_group, multishot=read_mode == "multishot")
-        super().__init__(loop=loop, kernel=kernel)
-
-    @property
-    def kernel(self) -> FakeKernel:
-        return self._engine.kernel  # type: ignore[no-any-return]
-
-    @property
-    def cancel_policy(self) -> str:
-        """``"cancel"``: a cancelled op completes with ``-ECANCELED`` (the
-        default); ``"ignore"``: the cancel answers ``-EALREADY`` and the op
-        stays pending for the test to complete."""
-        return self.kernel.cancel_policy
-
-    @cancel_policy.setter
-    def cancel_policy(self, value: str) -> None:
-        self.kernel.cancel_policy = check.choice("cancel_policy", value, ("cancel", "ignore"))
-
-    def pending(self, kind: str | None = None, fd: int | None = None) -> list[FakeOp]:
-        """Ops submitted to the fake kernel and not completed, oldest first
-        (what is queued is submitted first, by the ring's own flush)."""
-        self.submit_now()
-        return [o for o in self.kernel.ops.values() if (kind is None or o.kind == kind) and (fd is None or o.fd == fd)]
-
-    def complete(self, op: FakeOp, res: int | None = None, data: bytes | None = None, more: bool = False) -> None:
-        """Complete ``op``: for reads ``res`` defaults to ``len(data)`` and may
-        not exceed the buffer; for writes it defaults to the byte count."""
-        if not isinstance(op, FakeOp):
-            raise TypeError(f"op must be a FakeOp from pending(), not {type(op).__name__}")
-        if data is not None:
-            check.bytes_like(data)
-            if op.kind in ("read", "readv") and len(data) > op.size:
-                raise ValueError(f"{len(data)} bytes of data do not fit the op's {op.size}-byte buffer")
-        if res is None:
-            res = len(data) if data is not None else op.size
-        check.int_in_range("res", res, 0)
-        if op.kind in ("read", "readv") and res > op.size:
-            raise ValueError(f"res {res} is larger than the op's {op.size}-byte buffer")
-        if data is not None and res != len(data) and op.kind in ("read", "readv", "read_multishot"):
-            raise ValueError(f"res {res} does not match the {len(data)} bytes of data")
-        self.kernel.finish(op, res, data, more)
-
-    def fail(self, op: FakeOp, err: int) -> None:
-        """Complete ``op`` with ``-err`` (``err`` a positive errno, e.g. ``errno.EIO``)."""
-        if not isinstance(op, FakeOp):
-            raise TypeError(f"op must be a FakeOp from pending(), not {type(op).__name__}")
-        self.kernel.finish(op, -_errno(err))
-
-    def add_device(self, fd: int, *, max_packet: int = 65535 + 22) -> FakeDevice:
-        """Make ``fd`` a fake device of this ring (its reads and writes are
-        answered by the fake kernel)."""
-        check.fd(fd)
-        device = FakeDevice(self.kernel, fd, max_packet)
-        self.kernel.devices[fd] = device
-        return device
-
-
-class FakePeer:
-    """The network side of a fake TUN: ``send`` packets to the application,
-    ``receive`` what it wrote."""
-
-    def __init__(self, device: FakeDevice) -> None:
-        self._device = device
-        self._taken = 0
-
-    @property
-    def device(self) -> FakeDevice:
-        return self._device
-
-    def send(self, *packets: bytes) -> None:
-        """Packets the application will read from the TUN, in order (each a
-        non-empty bytes-like object no larger than the device's MTU plus
-        headers)."""
-        self._device.inject(*packets)
-
-    @property
-    def written(self) -> list[bytes]:
-        """Every packet the application wrote, in order."""
-        return self._device.written
-
-    def fail_writes(self, err: int, count: int = 1) -> None:
-        """The application's next ``count`` writes fail with ``err`` (a
-        positive errno such as ``errno.EIO``)."""
-        self._device.fail_writes(err, count)
-
-    async def receive(self) -> bytes:
-        """The next packet the application wrote (waits for it)."""
-        while self._taken >= len(self._device.written):
-            self._device.write_event.clear()
-            await self._device.write_event.wait()
-        packet = self._device.written[self._taken]
-        self._taken += 1
-        return packet
-
-
-class FakeTun(NamedTuple):
-    tun: Tun
-    peer: FakePeer
-    ring: FakeRing
-
-
-def fake_device(ring: FakeRing, name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun") -> tuple[TunDevice, FakeDevice]:
-    """A ``TunDevice`` whose fd the fake kernel answers for, with the same
-    checks as opening a real one."""
-    validate_ifname(name)
-    check.choice("mode", mode, ("tun", "tap"))
-    check.int_in_range("mtu", mtu, 68, 65535)
-    fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    device = TunDevice(fd, name, mode, False, mtu)
-    return device, ring.add_device(fd, max_packet=device.max_packet_size)
-
-
-async def fake_tun(name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun", ring: FakeRing | None = None, max_queued: int = 4096) -> FakeTun:
-    """A ``Tun`` on a ``FakeRing`` and the peer that talks to it; no root needed.
-
-    Takes the checks of ``open_tun`` (a bad name, mode or MTU raises as it
-    would there).  Close the ``Tun`` when done (``async with`` works); the
-    ring is closed with it when this call created it.
-    """
-    check.int_in_range("max_queued", max_queued, 1)
-    own_ring = ring is None
-    ring = ring or FakeRing()
-    device, fake = fake_device(ring, name, mtu=mtu, mode=mode)
-    loop = asyncio.get_running_loop()
-    try:
-        transport, protocol = await create_tun_connection(lambda: PacketQueueProtocol(loop, max_queued), device=device, ring=ring)
-    except BaseException:
-        device.close()
-        if own_ring:
-            ring.close()
-        raise
-    tun = Tun(transport, protocol)
-    if own_ring:
-        protocol.closed_fut.add_done_callback(lambda _: ring.close())  # type: ignore[union-attr]
-    return FakeTun(tun, FakePeer(fake), ring)
-
-
-async def fake_datagram_endpoint(
-    protocol_factory: Callable[[], Any], local_addr: tuple[str, int] = ("127.0.0.1", 0), remote_addr: tuple[str, int] | None = None, *, ring: FakeRing | None = None
-) -> tuple[Any, Any, FakeDevice]:
-    """A UDP endpoint whose I/O goes through a ``FakeRing``: ``(transport,
-    protocol, device)``.  ``device.inject_datagram(data, addr)`` delivers a
-    datagram; ``device.sent`` lists ``(data, addr)`` the endpoint sent (addr
-    None on a connected endpoint); ``device.fail_writes(errno)`` refuses sends.
-    The socket is real (bound on loopback, never used for I/O): no root needed.
-    """
-    from .udp import create_datagram_endpoint
-
-    ring = ring or FakeRing()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(local_addr)
-        if remote_addr is not None:
-            sock.connect(remote_addr)
-        device = ring.add_device(sock.fileno())
-        transport, protocol = await create_datagram_endpoint(protocol_factory, sock=sock, ring=ring)
-    except BaseException:
-        sock.close()
-        raise
-    return transport, protocol, device
+def _vnet_refusal(data: bytes, refuse_merged: bool) -> int:
+    """The errno a vnet TUN answers a write with (0: taken), by the rules of
+    the kernel's __virtio_net_hdr_to_skb."""
+    if len(data) <= VNET_HDR.size:
+        return errno.EINVAL
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
+    kind = gso_type & ~native_offload.GSO_ECN
+    if kind not in (native_offload.GSO_NONE, native_offload.GSO_TCPV4, native_offload.GSO_TCPV6, native_offload.GSO_UDP_L4):
+        return errno.EINVAL
+    if flags & native_offload.F_NEEDS_CSUM and csum_start + csum_offset + 2 > len(data) - VNET_HDR.size:
+        return errno.EINVAL
+    if kind != native_offload.GSO_NONE:
+        if not gso_size or refuse_merged:
+            return errno.EINVAL
+        if kind in (native_offload.GSO_TCPV4, native_offload.GSO_TCPV6) and flags & native_offload.F_NEEDS_CSUM and csum_offset != 16:
+            return errno.EINVAL
+        if kind == native_offload.GSO_UDP_L4 and (not flags & native_offload.F_NEEDS_CSUM or csum_offset != 6):
+            return errno.EINVAL
+    return 0
