@@ -24,6 +24,7 @@ import ipaddress
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -75,6 +76,10 @@ IFLA_STATS64 = 23
 IFLA_MIN_MTU = 50
 IFLA_MAX_MTU = 51
 IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+# IFLA_TUN_* (include/uapi/linux/if_link.h): u32 owner/group/queues, u8 the rest
+_TUN_INFO = {1: "owner", 2: "group", 3: "type", 4: "pi", 5: "vnet_hdr", 6: "persist", 7: "multi_queue",
+             8: "num_queues", 9: "num_disabled_queues"}
 
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
@@ -163,6 +168,7 @@ class Link:
     max_mtu: int | None
     kind: str | None
     stats: Stats64 | None = field(default=None, repr=False)
+    tun: dict[str, int] | None = None  # IFLA_TUN_* of a TUN/TAP: "pi", "persist", "owner", ...
 
 
 @dataclass(frozen=True)
@@ -352,12 +358,17 @@ def _parse_link(reply: memoryview) -> Link:
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(reply)
     attrs = _attrs(reply, _IFINFOMSG.size)
     kind = None
+    tun = None
     if IFLA_LINKINFO in attrs:
-        raw_kind = _attrs(attrs[IFLA_LINKINFO]).get(IFLA_INFO_KIND)
+        info = _attrs(attrs[IFLA_LINKINFO])
+        raw_kind = info.get(IFLA_INFO_KIND)
         kind = raw_kind.rstrip(b"\0").decode() if raw_kind else None
+        if kind == "tun" and IFLA_INFO_DATA in info:
+            tun = {_TUN_INFO[k]: int.from_bytes(v[:4], sys.byteorder)
+                   for k, v in _attrs(info[IFLA_INFO_DATA]).items() if k in _TUN_INFO}
     raw_stats = attrs.get(IFLA_STATS64)
     stats = Stats64(*_STATS64.unpack_from(raw_stats)) if raw_stats and len(raw_stats) >= _STATS64.size else None
     return Link(
         index, flags, _u32(attrs.get(IFLA_MTU)), _u32(attrs.get(IFLA_TXQLEN)), attrs.get(IFLA_ADDRESS),
-        _u32(attrs.get(IFLA_MIN_MTU)), _u32(attrs.get(IFLA_MAX_MTU)), kind, stats,
+        _u32(attrs.get(IFLA_MIN_MTU)), _u32(attrs.get(IFLA_MAX_MTU)), kind, stats, tun,
     )

@@ -159,7 +159,8 @@ class TunDevice:
         ``persist=True``: the interface outlives its fds (``TUNSETPERSIST``);
         ``False`` leaves an existing device's persistence as it is.
         ``owner``/``group`` (uid/gid or name): who may attach later without
-        CAP_NET_ADMIN (``TUNSETOWNER``/``TUNSETGROUP``).
+        CAP_NET_ADMIN (``TUNSETOWNER``/``TUNSETGROUP``).  With neither, the
+        kernel lets any process that can open ``/dev/net/tun`` attach.
 
         Blocks for the ioctls only (brief; the kernel takes its RTNL lock).
         Raises ``PermissionError`` without CAP_NET_ADMIN (or ownership of a
@@ -198,7 +199,7 @@ class TunDevice:
                     _ioctl(fd, request, account, f"setting the {what} of {got} to {account}")
             if persist:
                 _ioctl(fd, TUNSETPERSIST, 1, f"making {got} persistent")
-            return cls.adopt(fd)
+            return cls._from_fd(fd, got, packet_info)
         except BaseException:
             os.close(fd)
             raise
@@ -224,13 +225,17 @@ class TunDevice:
             raise ValueError(f"fd {fd} is not a TUN/TAP device (TUNGETIFF: {os.strerror(exc.errno or 0)})") from None
         if fd is not fd_or_file:
             fd_or_file.close()
-        raw, flags = struct.unpack(_IFREQ, ifr)
-        name = raw.rstrip(b"\0").decode()
+        name = struct.unpack(_IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
         os.set_blocking(fd, False)
+        return cls._from_fd(fd, name, _packet_info(name, struct.unpack(_IFREQ, ifr)[1]))
+
+    @classmethod
+    def _from_fd(cls, fd: int, name: str, packet_info: bool) -> "TunDevice":
+        flags = struct.unpack(_IFREQ, fcntl.ioctl(fd, TUNGETIFF, struct.pack(_IFREQ, b"", 0)))[1]
         vnet = bool(flags & IFF_VNET_HDR)
         size = struct.unpack("i", fcntl.ioctl(fd, TUNGETVNETHDRSZ, b"\0" * 4))[0] if vnet else VNET_HEADER
         return cls(
-            fd, name, "tap" if flags & IFF_TAP else "tun", not flags & IFF_NO_PI, _read_mtu(name), vnet,
+            fd, name, "tap" if flags & IFF_TAP else "tun", packet_info, _read_mtu(name), vnet,
             multi_queue=bool(flags & IFF_MULTI_QUEUE), persistent=bool(flags & IFF_PERSIST), vnet_hdr_size=size,
         )
 
@@ -738,6 +743,24 @@ def _offload_error(exc: OSError, name: str, bits: int) -> OSError:
     code = exc.errno or errno.EIO
     return OSError(code, f"enable_offloads: the kernel refused TUNSETOFFLOAD {', '.join(sorted(_names(bits)))} "
                          f"on {name}: {os.strerror(code)}")
+
+
+def _packet_info(name: str, flags: int) -> bool:
+    """Whether the device adds ``tun_pi``.  ``TUNGETIFF`` cannot say: the
+    kernel ORs ``IFF_NOFILTER`` (no socket filter attached) into its answer,
+    and that is the same bit as ``IFF_NO_PI``; netlink's ``IFLA_TUN_PI`` can.
+    If netlink cannot find the device here, the bit is taken at face value."""
+    try:
+        sock = nl.RtSocket()
+        try:
+            info = sock.link(name).tun
+        finally:
+            sock.close()
+    except OSError:
+        info = None
+    if info is not None and "pi" in info:
+        return bool(info["pi"])
+    return not flags & IFF_NO_PI
 
 
 def _exists(name: str) -> bool:
