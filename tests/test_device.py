@@ -108,16 +108,16 @@ async def test_added_routes_carry_traffic_to_the_tun(netns):
 async def test_route_in_another_table_is_used_only_by_a_rule(netns):
     tun = await aiouring.open_tun(addresses=["10.21.0.1/24"])
     device = tun.get_extra_info("device")
-    await device.add_route("10.97.0.0/16", table=100)
-    assert [r["dst"] for r in ip_json("route", "show", "table", "100")] == ["10.97.0.0/16"]
+    await device.add_route("10.97.0.0/16", table=1000)  # above 255: only RTA_TABLE can name it
+    assert [r["dst"] for r in ip_json("route", "show", "table", "1000")] == ["10.97.0.0/16"]
     with pytest.raises(OSError) as info:
         send_udp("10.97.1.1")  # not in the main table
     assert info.value.errno == errno.ENETUNREACH
-    subprocess.run(["ip", "rule", "add", "to", "10.97.0.0/16", "table", "100"], check=True)
+    subprocess.run(["ip", "rule", "add", "to", "10.97.0.0/16", "table", "1000"], check=True)
     send_udp("10.97.1.1", b"by rule")
     assert udp_payload(await read_where(tun, ipv4_to("10.97.1.1"))) == b"by rule"
-    await device.remove_route("10.97.0.0/16", table=100)
-    assert ip_json("route", "show", "table", "100") == []
+    await device.remove_route("10.97.0.0/16", table=1000)
+    assert ip_json("route", "show", "table", "1000") == []
     await tun.aclose()
 
 

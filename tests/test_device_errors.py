@@ -178,11 +178,16 @@ def test_the_library_does_not_use_pyroute2():
         ({"name": "x" * 16}, ValueError, "at most 15"),
     ],
 )
-async def test_bad_arguments_are_refused_before_anything_is_created(options, error, match, netns):
+async def test_bad_arguments_are_refused_before_anything_is_created(options, error, match, netns, monkeypatch):
+    import aiouring.device as device_module
+
+    opened = []
+    real_open = device_module._open_tun_path
+    monkeypatch.setattr(device_module, "_open_tun_path", lambda: opened.append(1) or real_open())
     before = interface_names()
     with pytest.raises(error, match=match):
         await TunDevice.create(**options)
-    assert interface_names() == before
+    assert opened == [] and interface_names() == before
 
 
 @pytest.mark.parametrize(

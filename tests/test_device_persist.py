@@ -35,19 +35,23 @@ ATTACH = textwrap.dedent("""
             if packet[0] >> 4 == 4:
                 print("packet", packet.hex(), flush=True)
                 break
+        if len(sys.argv) > 2:  # the configuration root made, asked for again: nothing to change
+            await tun.get_extra_info("device").configure(
+                mtu=1400, addresses=["10.60.0.1/24"], routes=["10.61.0.0/16"], txqueuelen=500)
+            print("reconfigured", flush=True)
         await tun.aclose()
 
     asyncio.run(main())
 """)
 
 
-async def run_as_nobody(name: str, ready: "asyncio.Future[str]") -> tuple[int, str, str]:
+async def run_as_nobody(name: str, ready: "asyncio.Future[str]", *extra: str) -> tuple[int, str, str]:
     """Run ATTACH as uid 65534 in a private mount namespace whose /dev/net/tun
     is mode 0666, as udev makes it on most distributions (this machine's is
     0600, which would stop the test before the kernel's own checks)."""
-    shell = "mount -t tmpfs none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$0\" -c \"$1\" \"$2\""
+    shell = "mount -t tmpfs none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$0\" -c \"$@\""
     proc = await asyncio.create_subprocess_exec(
-        "unshare", "--mount", "--propagation", "private", "sh", "-c", shell, sys.executable, ATTACH, name,
+        "unshare", "--mount", "--propagation", "private", "sh", "-c", shell, sys.executable, ATTACH, name, *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
@@ -78,7 +82,7 @@ async def test_nobody_attaches_to_a_persistent_configured_device_and_reads(netns
     try:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[str] = loop.create_future()
-        child = asyncio.ensure_future(run_as_nobody("aioupers0", ready))
+        child = asyncio.ensure_future(run_as_nobody("aioupers0", ready, "reconfigure"))
         line = await asyncio.wait_for(ready, 60)
         assert line.split() == ["ready", str(NOBODY), "0000000000000000", "aioupers0", "1400"], (line, child.done() and child.result())
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -87,6 +91,7 @@ async def test_nobody_attaches_to_a_persistent_configured_device_and_reads(netns
         assert code == 0, err
         packet = bytes.fromhex(out.split("packet ")[1].split()[0])
         assert packet.endswith(b"to nobody") and socket.inet_ntoa(packet[16:20]) == "10.61.2.3"
+        assert "reconfigured" in out.split()
     finally:
         await TunDevice.delete("aioupers0")
     assert "aioupers0" not in interface_names()
