@@ -5,53 +5,36 @@ Opening goes through ``/dev/net/tun`` and the ``TUNSETIFF`` ioctl (plus
 interface set-up (MTU, addresses, routes, link state) goes through rtnetlink
 (``_netlink.py``).
 
-Netlink requests never run on the event loop's thread: the kernel carries
-out an rtnetlink request inside ``sendmsg()`` under its RTNL lock, so each
-coroutine here hands its requests to a new thread and awaits the answer.
-The netlink socket is created on the caller's thread first, and a socket
-acts in the network namespace it was created in: the requests act in the
-caller's namespace whichever thread sends them.
+Netlink requests never run on the event loop's thread (``_devnet.py``
+says how, and why they still act in the caller's network namespace);
+``/dev/net/tun`` and its ioctls are in ``_tunioctl.py``, argument checks in
+``_devargs.py``.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import fcntl
 import os
-import socket
 import struct
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from . import _devargs as args
 from . import _netlink as nl
+from . import _tunioctl as tio
 from ._devargs import Route
+from ._devnet import Session, run
+from ._tunioctl import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN, IFF_VNET_HDR, IFREQ, TUNGETIFF
+from ._tunioctl import TUNGETVNETHDRSZ, TUNSETGROUP, TUNSETIFF, TUNSETOFFLOAD, TUNSETOWNER, TUNSETPERSIST
 
 __all__ = ["TunDevice", "Route", "LinkCounters", "validate_ifname", "IFNAMSIZ"]
 
 T = TypeVar("T")
 
-TUN_PATH = "/dev/net/tun"
-TUNSETIFF = 0x400454CA
-TUNSETPERSIST = 0x400454CB
-TUNSETOWNER = 0x400454CC
-TUNSETGROUP = 0x400454CE
-TUNSETOFFLOAD = 0x400454D0
-TUNGETIFF = 0x800454D2
-TUNGETVNETHDRSZ = 0x800454D7
-SIOCGIFMTU = 0x8921
-IFF_TUN = 0x0001
-IFF_TAP = 0x0002
-IFF_MULTI_QUEUE = 0x0100
-IFF_PERSIST = 0x0800
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
 IFNAMSIZ = 16
 MAX_QUEUES = 256  # MAX_TAP_QUEUES in drivers/net/tun.c
-_IFREQ = "16sH22x"  # struct ifreq: name, flags, padding to 40 bytes
 
 # TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h)
 TUN_F_CSUM = 0x01
@@ -65,14 +48,6 @@ MAX_MTU = 65535
 PI_HEADER = 4  # struct tun_pi: flags + protocol
 ETH_HEADER = 18  # Ethernet header with one VLAN tag
 VNET_HEADER = 10  # struct virtio_net_hdr
-
-_EPERM_HINT = (
-    "changing an interface needs CAP_NET_ADMIN: run as root, give the program the capability "
-    "(setcap cap_net_admin+ep on it), or have root create a persistent device "
-    "(TunDevice.open(name, persist=True, owner=uid)) and configure it; attaching to it later "
-    "re-applies nothing already in effect"
-)
-
 
 def validate_ifname(name: Any) -> str:
     """``name`` if the kernel would accept it as an interface name, else ``ValueError``/``TypeError``."""
@@ -186,19 +161,19 @@ class TunDevice:
             flags |= IFF_MULTI_QUEUE
         if vnet_hdr:
             flags |= IFF_VNET_HDR
-        fd = _open_tun_path()
+        fd = tio.open_tun_path()
         try:
-            existed = name is not None and "%" not in name and _exists(name)
+            existed = name is not None and "%" not in name and tio.exists(name)
             try:
-                ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack(_IFREQ, (name or "").encode(), flags))
+                ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack(IFREQ, (name or "").encode(), flags))
             except OSError as exc:
-                raise _setiff_error(exc, name, mode, existed) from None
-            got = struct.unpack(_IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
+                raise tio.setiff_error(exc, name, mode, existed) from None
+            got = struct.unpack(IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
             for request, account, what in ((TUNSETOWNER, uid, "owner"), (TUNSETGROUP, gid, "group")):
                 if account is not None:
-                    _ioctl(fd, request, account, f"setting the {what} of {got} to {account}")
+                    tio.ioctl(fd, request, account, f"setting the {what} of {got} to {account}")
             if persist:
-                _ioctl(fd, TUNSETPERSIST, 1, f"making {got} persistent")
+                tio.ioctl(fd, TUNSETPERSIST, 1, f"making {got} persistent")
             return cls._from_fd(fd, got, packet_info)
         except BaseException:
             os.close(fd)
@@ -218,24 +193,24 @@ class TunDevice:
             raise TypeError(f"from_fd takes an int fd or a file object, not {type(fd_or_file).__name__}")
         fd = fd_or_file if isinstance(fd_or_file, int) else os.dup(fd_or_file.fileno())
         try:
-            ifr = fcntl.ioctl(fd, TUNGETIFF, struct.pack(_IFREQ, b"", 0))
+            ifr = fcntl.ioctl(fd, TUNGETIFF, struct.pack(IFREQ, b"", 0))
         except OSError as exc:
             if fd is not fd_or_file:
                 os.close(fd)
             raise ValueError(f"fd {fd} is not a TUN/TAP device (TUNGETIFF: {os.strerror(exc.errno or 0)})") from None
         if fd is not fd_or_file:
             fd_or_file.close()
-        name = struct.unpack(_IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
+        name = struct.unpack(IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
         os.set_blocking(fd, False)
-        return cls._from_fd(fd, name, _packet_info(name, struct.unpack(_IFREQ, ifr)[1]))
+        return cls._from_fd(fd, name, tio.packet_info(name, struct.unpack(IFREQ, ifr)[1]))
 
     @classmethod
     def _from_fd(cls, fd: int, name: str, packet_info: bool) -> "TunDevice":
-        flags = struct.unpack(_IFREQ, fcntl.ioctl(fd, TUNGETIFF, struct.pack(_IFREQ, b"", 0)))[1]
+        flags = struct.unpack(IFREQ, fcntl.ioctl(fd, TUNGETIFF, struct.pack(IFREQ, b"", 0)))[1]
         vnet = bool(flags & IFF_VNET_HDR)
         size = struct.unpack("i", fcntl.ioctl(fd, TUNGETVNETHDRSZ, b"\0" * 4))[0] if vnet else VNET_HEADER
         return cls(
-            fd, name, "tap" if flags & IFF_TAP else "tun", packet_info, _read_mtu(name), vnet,
+            fd, name, "tap" if flags & IFF_TAP else "tun", packet_info, tio.read_mtu(name), vnet,
             multi_queue=bool(flags & IFF_MULTI_QUEUE), persistent=bool(flags & IFF_PERSIST), vnet_hdr_size=size,
         )
 
@@ -251,7 +226,7 @@ class TunDevice:
         ``open`` and ``configure`` raise."""
         config = args.parse_config(mode if mode in ("tun", "tap") else "tun", mtu=mtu, addresses=addresses,
                                    routes=routes, up=up, txqueuelen=txqueuelen, mac=mac)
-        created = name is None or not _exists(name)
+        created = name is None or not tio.exists(name)
         device = cls.open(name, mode=mode, packet_info=packet_info, multi_queue=multi_queue,
                           vnet_hdr=vnet_hdr, persist=persist, owner=owner, group=group)
         try:
@@ -302,7 +277,7 @@ class TunDevice:
         last one (``False``): ``TUNSETPERSIST``, a brief blocking ioctl.
         Raises ``OSError`` (``PermissionError`` if the caller may not)."""
         args.parse_up(persist)
-        _ioctl(self.fileno(), TUNSETPERSIST, int(persist), f"{'setting' if persist else 'clearing'} persistence of {self.name}")
+        tio.ioctl(self.fileno(), TUNSETPERSIST, int(persist), f"{'setting' if persist else 'clearing'} persistence of {self.name}")
         self.persistent = persist
 
     @classmethod
@@ -314,13 +289,13 @@ class TunDevice:
         ``PermissionError`` without CAP_NET_ADMIN."""
         validate_ifname(name)
 
-        def work(s: _Session) -> None:
+        def work(s: Session) -> None:
             link = s.link()
             if link.kind != "tun":
                 raise ValueError(f"{name} is {'a ' + link.kind if link.kind else 'not a TUN/TAP'} interface: delete() removes only TUN/TAP interfaces")
             s.do(lambda: s.sock.delete_link(link.index), "deleting it")
 
-        await _run(name, "delete", work)
+        await run(name, "delete", work)
 
     # -- interface set-up -----------------------------------------------------
 
@@ -347,7 +322,7 @@ class TunDevice:
                                                 txqueuelen=txqueuelen, mac=mac))
 
     async def _configure(self, config: args.Config) -> None:
-        def work(s: _Session) -> None:
+        def work(s: Session) -> None:
             link = s.link()
             if config.mac is not None:
                 s.set_mac(link, config.mac)
@@ -381,7 +356,7 @@ class TunDevice:
         IPv6 addresses, unless ``net.ipv6.conf.*.keep_addr_on_down``)."""
         flag = args.parse_up(up)
 
-        def work(s: _Session) -> None:
+        def work(s: Session) -> None:
             link = s.link()
             if bool(link.flags & nl.IFF_UP) != flag:
                 s.set_link(link, f"bringing the link {'up' if flag else 'down'}", flags=nl.IFF_UP if flag else 0, change=nl.IFF_UP)
@@ -436,7 +411,7 @@ class TunDevice:
         namespace: ``/sys/class/net`` would show the namespace that mounted
         ``/sys``)."""
 
-        def work(s: _Session) -> LinkCounters:
+        def work(s: Session) -> LinkCounters:
             stats = s.link().stats
             if stats is None:
                 raise OSError(errno.EOPNOTSUPP, f"kernel_counters: the kernel sent no IFLA_STATS64 for {self.name}")
@@ -444,13 +419,13 @@ class TunDevice:
 
         return await self._run("kernel_counters", work)
 
-    async def _run(self, operation: str, work: Callable[["_Session"], T]) -> T:
+    async def _run(self, operation: str, work: Callable[["Session"], T]) -> T:
         try:
-            return await _run(self.name, operation, work)
+            return await run(self.name, operation, work)
         finally:
             if operation in ("configure", "set_mtu"):
                 try:
-                    self.mtu = _read_mtu(self.name)
+                    self.mtu = tio.read_mtu(self.name)
                 except OSError:
                     pass  # gone: keep the last value
 
@@ -479,7 +454,10 @@ class TunDevice:
         except OSError as exc:
             if exc.errno != errno.EINVAL or not uso_bits:
                 raise _offload_error(exc, self.name, bits | uso_bits) from None
-            _ioctl(fd, TUNSETOFFLOAD, bits, f"TUNSETOFFLOAD {_names(bits)} on {self.name} (after USO was refused)")
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, bits)
+            except OSError as again:
+                raise _offload_error(again, self.name, bits, " (after USO was refused)") from None
         self._offloads = _names(bits)
         return self._offloads
 
@@ -487,7 +465,7 @@ class TunDevice:
         """Turn every offload off (``TUNSETOFFLOAD 0``): the kernel hands over
         and expects only whole, checksummed packets (still after a virtio-net
         header if the device has one)."""
-        _ioctl(self.fileno(), TUNSETOFFLOAD, 0, f"TUNSETOFFLOAD 0 on {self.name}")
+        tio.ioctl(self.fileno(), TUNSETOFFLOAD, 0, f"TUNSETOFFLOAD 0 on {self.name}")
         self._offloads = frozenset()
 
     @property
@@ -546,187 +524,6 @@ class TunDevice:
             self.close()
 
 
-class _Stopped(Exception):
-    """The awaiting task was cancelled: no further request is sent."""
-
-
-class _Session:
-    """One operation's netlink requests, on a worker thread: stops before the
-    next request once cancelled, and turns the kernel's refusals into
-    ``OSError``s that name the interface and the operation."""
-
-    def __init__(self, sock: nl.RtSocket, name: str, operation: str, stop: threading.Event) -> None:
-        self.sock = sock
-        self.name = name
-        self.operation = operation
-        self.stop = stop
-
-    def do(self, request: Callable[[], T], what: str, explain: Callable[[nl.KernelError], str] | None = None) -> T:
-        if self.stop.is_set():
-            raise _Stopped()
-        try:
-            return request()
-        except nl.KernelError as exc:
-            code = exc.errno or errno.EIO
-            message = f"{self.operation}: {what} on {self.name} failed: {os.strerror(code)}"
-            if exc.kernel_message:
-                message += f" (kernel: {exc.kernel_message})"
-            if explain is not None:
-                message += f"; {explain(exc)}"
-            if code == errno.EPERM:
-                message += f"; {_EPERM_HINT}"
-            raise OSError(code, message) from None  # OSError() picks the errno's subclass
-
-    def link(self) -> nl.Link:
-        def missing(exc: nl.KernelError) -> str:
-            return "no interface has that name in this thread's network namespace"
-
-        return self.do(lambda: self.sock.link(self.name), "looking up the interface", missing)
-
-    def set_link(self, link: nl.Link, what: str, attrs: bytes = b"", *, flags: int = 0, change: int = 0) -> None:
-        self.do(lambda: self.sock.set_link(link.index, flags=flags, change=change, attrs=attrs), what)
-
-    def set_mac(self, link: nl.Link, mac: bytes) -> None:
-        if link.address != mac:
-            self.set_link(link, f"setting the MAC address to {mac.hex(':')}", nl.attr(nl.IFLA_ADDRESS, mac))
-
-    def set_txqueuelen(self, link: nl.Link, txqueuelen: int) -> None:
-        if link.txqlen != txqueuelen:
-            self.set_link(link, f"setting the queue length to {txqueuelen}", nl.attr(nl.IFLA_TXQLEN, nl.u32(txqueuelen)))
-
-    def set_mtu(self, link: nl.Link, mtu: int) -> None:
-        if link.mtu == mtu:
-            return
-
-        def limits(exc: nl.KernelError) -> str:
-            if link.min_mtu is not None and link.max_mtu is not None:
-                return f"{self.name} takes an MTU from {link.min_mtu} to {link.max_mtu}"
-            return "the device's limits are not known"
-
-        self.do(lambda: self.sock.set_link(link.index, attrs=nl.attr(nl.IFLA_MTU, nl.u32(mtu))), f"setting the MTU to {mtu}", limits)
-
-    def address(self, add: bool, link: nl.Link, iface: args.Interface, peer: args.IPAddress | None, prefixlen: int) -> None:
-        shown = f"{iface.ip}/{prefixlen}" if peer is None else f"{iface.ip} peer {peer}/{prefixlen}"
-
-        def explain(exc: nl.KernelError) -> str:
-            if add and exc.errno == errno.EEXIST:
-                return f"{self.name} has {iface.ip} already"
-            if not add and exc.errno == errno.EADDRNOTAVAIL:
-                return f"{self.name} has no address {shown}"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return f"the kernel does not let {self.name} have {iface.ip}"
-            return f"address {shown}"
-
-        self.do(lambda: self.sock.address(add, link.index, iface, peer, prefixlen),
-                f"{'adding' if add else 'removing'} address {shown}", explain)
-
-    def has_route(self, link: nl.Link, route: Route) -> bool:
-        family = socket.AF_INET if route.destination.version == 4 else socket.AF_INET6
-        dst = None if route.destination.prefixlen == 0 else str(route.destination.network_address)
-        gateway = None if route.gateway is None else str(route.gateway)
-        for r in self.do(lambda: self.sock.routes(family), "listing routes"):
-            if (r.table, r.dst, r.dst_len, r.oif, r.gateway, r.priority) == (
-                route.table_id, dst, route.destination.prefixlen, link.index, gateway, route.effective_metric
-            ):
-                return True
-        return False
-
-    def route(self, add: bool, link: nl.Link, route: Route) -> None:
-        def explain(exc: nl.KernelError) -> str:
-            if add and exc.errno == errno.EEXIST:
-                return f"the route {route} exists already"
-            if not add and exc.errno == errno.ESRCH:
-                return f"there is no route {route} through {self.name}"
-            if add and exc.errno == errno.ENETDOWN:
-                return f"bring {self.name} up first"
-            return f"route {route}"
-
-        self.do(lambda: self.sock.route(add, link.index, route.destination, route.gateway, route.metric, route.table_id),
-                f"{'adding' if add else 'removing'} route {route}", explain)
-
-
-async def _run(name: str, operation: str, work: Callable[[_Session], T]) -> T:
-    """Run ``work`` on a new thread with a netlink socket made here (so in the
-    caller's network namespace); see ``TunDevice`` for cancellation."""
-    sock = nl.RtSocket()
-    stop = threading.Event()
-
-    def job() -> T:
-        try:
-            return work(_Session(sock, name, operation, stop))
-        finally:
-            sock.close()
-
-    return await _in_new_thread(job, stop)
-
-
-async def _in_new_thread(fn: Callable[[], T], stop: threading.Event) -> T:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if fut.done():
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def run() -> None:
-        try:
-            result: Any = fn()
-            ok = True
-        except BaseException as exc:
-            result, ok = exc, False
-        try:
-            loop.call_soon_threadsafe(settle, ok, result)
-        except RuntimeError:
-            pass  # the loop was closed meanwhile: nobody is waiting
-
-    threading.Thread(target=run, name="aiouring-netlink", daemon=True).start()
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        stop.set()
-        while not fut.done():  # the request in the kernel cannot be taken back: wait for its answer
-            try:
-                await asyncio.shield(fut)
-            except BaseException:
-                pass
-        if not fut.cancelled():
-            fut.exception()  # retrieved: the caller asked for cancellation, not for this
-        raise
-
-
-def _open_tun_path() -> int:
-    try:
-        return os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"{TUN_PATH} does not exist: load the tun kernel module (modprobe tun), "
-            "or pass the device into the container (--device /dev/net/tun)",
-            TUN_PATH,
-        ) from None
-    except PermissionError:
-        raise PermissionError(
-            errno.EACCES, f"cannot open {TUN_PATH}: run as root or give this user access to it", TUN_PATH
-        ) from None
-
-
-def _ioctl(fd: int, request: int, value: int, what: str) -> None:
-    if value >= 1 << 31:
-        value -= 1 << 32  # fcntl passes a C int; the kernel reads the same 32 bits as an unsigned id
-    try:
-        fcntl.ioctl(fd, request, value)
-    except OSError as exc:
-        code = exc.errno or errno.EIO
-        message = f"{what} failed: {os.strerror(code)}"
-        if code == errno.EPERM:
-            message += "; the caller needs CAP_NET_ADMIN or to own the device"
-        raise OSError(code, message) from None
-
-
 def _route(destination: Any, gateway: Any, metric: Any, table: Any) -> Route:
     if isinstance(destination, Route):
         if (gateway, metric, table) != (None, None, None):
@@ -739,54 +536,7 @@ def _names(bits: int) -> frozenset[str]:
     return frozenset(name for bit, name in _OFFLOAD_NAMES.items() if bits & bit)
 
 
-def _offload_error(exc: OSError, name: str, bits: int) -> OSError:
+def _offload_error(exc: OSError, name: str, bits: int, after: str = "") -> OSError:
     code = exc.errno or errno.EIO
     return OSError(code, f"enable_offloads: the kernel refused TUNSETOFFLOAD {', '.join(sorted(_names(bits)))} "
-                         f"on {name}: {os.strerror(code)}")
-
-
-def _packet_info(name: str, flags: int) -> bool:
-    """Whether the device adds ``tun_pi``.  ``TUNGETIFF`` cannot say: the
-    kernel ORs ``IFF_NOFILTER`` (no socket filter attached) into its answer,
-    and that is the same bit as ``IFF_NO_PI``; netlink's ``IFLA_TUN_PI`` can.
-    If netlink cannot find the device here, the bit is taken at face value."""
-    try:
-        sock = nl.RtSocket()
-        try:
-            info = sock.link(name).tun
-        finally:
-            sock.close()
-    except OSError:
-        info = None
-    if info is not None and "pi" in info:
-        return bool(info["pi"])
-    return not flags & IFF_NO_PI
-
-
-def _exists(name: str) -> bool:
-    try:
-        socket.if_nametoindex(name)
-        return True
-    except OSError:
-        return False
-
-
-def _read_mtu(name: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifr = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si20x", name.encode(), 0))
-    mtu: int = struct.unpack("16si20x", ifr)[1]
-    return mtu
-
-
-def _setiff_error(exc: OSError, name: str | None, mode: str, existed: bool) -> OSError:
-    code = exc.errno or errno.EIO
-    if code == errno.EPERM:
-        if existed:
-            return PermissionError(code, f"attaching to {name} needs CAP_NET_ADMIN, or to be its owner or group (TUNSETOWNER/TUNSETGROUP)")
-        return PermissionError(code, f"creating a {mode.upper()} interface needs CAP_NET_ADMIN (run as root)")
-    if existed and code in (errno.EINVAL, errno.EBUSY, errno.EEXIST):
-        return FileExistsError(
-            code, f"interface {name!r} already exists and is not a free {mode.upper()} device with these flags "
-                  f"(mode, multi_queue must match) ({os.strerror(code)})"
-        )
-    return OSError(code, f"TUNSETIFF for {name or 'a new interface'!r} failed: {os.strerror(code)}")
+                         f"on {name}{after}: {os.strerror(code)}")

@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from typing import Any, Callable
 
 import pytest
@@ -21,7 +20,6 @@ import pytest
 import aiouring
 from aiouring.device import LinkCounters, Route, TunDevice
 from packets import udp, udp_payload
-from support.netns import interface_names
 from support.traffic import read_own
 from support.wait import wait_for_condition
 

@@ -12,7 +12,6 @@ import textwrap
 
 import pytest
 
-import aiouring
 from aiouring.device import Route, TunDevice
 from support.netns import interface_names
 
@@ -179,11 +178,11 @@ def test_the_library_does_not_use_pyroute2():
     ],
 )
 async def test_bad_arguments_are_refused_before_anything_is_created(options, error, match, netns, monkeypatch):
-    import aiouring.device as device_module
+    import aiouring._tunioctl as tunioctl
 
     opened = []
-    real_open = device_module._open_tun_path
-    monkeypatch.setattr(device_module, "_open_tun_path", lambda: opened.append(1) or real_open())
+    real_open = tunioctl.open_tun_path
+    monkeypatch.setattr(tunioctl, "open_tun_path", lambda: opened.append(1) or real_open())
     before = interface_names()
     with pytest.raises(error, match=match):
         await TunDevice.create(**options)

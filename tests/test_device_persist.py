@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-import aiouring
 from aiouring.device import TunDevice
 from support.netns import interface_names
 
