@@ -19,6 +19,8 @@ __all__ = [
     "IPNetwork",
     "Route",
     "Config",
+    "parse_int",
+    "parse_flag",
     "parse_mtu",
     "parse_txqueuelen",
     "parse_mac",
@@ -41,7 +43,7 @@ MAX_U32 = 0xFFFFFFFF
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$")
 
 
-def _int(name: str, value: Any, low: int, high: int) -> int:
+def parse_int(name: str, value: Any, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
@@ -50,17 +52,21 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 
 
 def parse_mtu(value: Any) -> int:
-    return _int("mtu", value, MIN_MTU, MAX_MTU)
+    return parse_int("mtu", value, MIN_MTU, MAX_MTU)
 
 
 def parse_txqueuelen(value: Any) -> int:
-    return _int("txqueuelen", value, 0, MAX_U32)
+    return parse_int("txqueuelen", value, 0, MAX_U32)
+
+
+def parse_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def parse_up(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"up must be True or False, not {value!r}")
-    return value
+    return parse_flag("up", value)
 
 
 def parse_mac(value: Any, mode: str) -> bytes:
@@ -186,9 +192,9 @@ class Route:
             if gw.version != dst.version:
                 raise ValueError(f"route gateway {gw} is IPv{gw.version} but destination {dst} is IPv{dst.version}")
         if self.metric is not None:
-            _int("route metric", self.metric, 0, MAX_U32)
+            parse_int("route metric", self.metric, 0, MAX_U32)
         if self.table is not None:
-            _int("route table", self.table, 1, MAX_U32)
+            parse_int("route table", self.table, 1, MAX_U32)
         object.__setattr__(self, "destination", dst)
         object.__setattr__(self, "gateway", gw)
 
@@ -238,7 +244,7 @@ def parse_account(name: str, value: Any) -> int | None:
         except KeyError:
             kind = "user" if name == "owner" else "group"
             raise ValueError(f"{name}: no {kind} called {value!r}") from None
-    return _int(name, value, 0, MAX_U32 - 1)  # (uid_t)-1 means "nobody set"
+    return parse_int(name, value, 0, MAX_U32 - 1)  # (uid_t)-1 means "nobody set"
 
 
 @dataclass(frozen=True)

@@ -325,10 +325,10 @@ class RtSocket:
               gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None, metric: int | None, table: int) -> None:
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         if add:
-            scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
+            scope, protocol = (RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK), RTPROT_BOOT
         else:
-            scope = RT_SCOPE_NOWHERE  # as `ip route del`: matches any scope
-        body = _RTMSG.pack(family, dst.prefixlen, 0, 0, table if table < 256 else 0, RTPROT_BOOT, scope, RTN_UNICAST, 0)
+            scope, protocol = RT_SCOPE_NOWHERE, 0  # as `ip route del`: any scope, whoever added it
+        body = _RTMSG.pack(family, dst.prefixlen, 0, 0, table if table < 256 else 0, protocol, scope, RTN_UNICAST, 0)
         if dst.prefixlen:
             body += attr(RTA_DST, dst.network_address.packed)
         body += attr(RTA_OIF, u32(index)) + attr(RTA_TABLE, u32(table))

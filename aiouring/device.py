@@ -49,6 +49,7 @@ PI_HEADER = 4  # struct tun_pi: flags + protocol
 ETH_HEADER = 18  # Ethernet header with one VLAN tag
 VNET_HEADER = 10  # struct virtio_net_hdr
 
+
 def validate_ifname(name: Any) -> str:
     """``name`` if the kernel would accept it as an interface name, else ``ValueError``/``TypeError``."""
     if not isinstance(name, str):
@@ -146,10 +147,8 @@ class TunDevice:
         """
         for flag, value in (("packet_info", packet_info), ("multi_queue", multi_queue), ("vnet_hdr", vnet_hdr),
                             ("persist", persist)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False, not {value!r}")
-        if mode not in ("tun", "tap"):
-            raise ValueError(f"mode must be 'tun' or 'tap', not {mode!r}")
+            args.parse_flag(flag, value)
+        _check_mode(mode)
         if name is not None:
             validate_ifname(name)
         uid = args.parse_account("owner", owner)
@@ -224,8 +223,8 @@ class TunDevice:
         before anything is opened; what ``open`` created is removed again if
         ``configure`` fails (a persistent device included).  Raises what
         ``open`` and ``configure`` raise."""
-        config = args.parse_config(mode if mode in ("tun", "tap") else "tun", mtu=mtu, addresses=addresses,
-                                   routes=routes, up=up, txqueuelen=txqueuelen, mac=mac)
+        config = args.parse_config(_check_mode(mode), mtu=mtu, addresses=addresses, routes=routes, up=up,
+                                   txqueuelen=txqueuelen, mac=mac)
         created = name is None or not tio.exists(name)
         device = cls.open(name, mode=mode, packet_info=packet_info, multi_queue=multi_queue,
                           vnet_hdr=vnet_hdr, persist=persist, owner=owner, group=group)
@@ -259,7 +258,7 @@ class TunDevice:
         """``count`` queues of one new (or persistent multi-queue) device:
         ``open(name, multi_queue=True, **options)`` then ``open_queue()``
         ``count - 1`` times.  Closes them all if one fails."""
-        args._int("count", count, 1, MAX_QUEUES)
+        args.parse_int("count", count, 1, MAX_QUEUES)
         if "multi_queue" in options:
             raise TypeError("open_queues always opens with multi_queue=True: do not pass multi_queue")
         queues = [cls.open(name, multi_queue=True, **options)]
@@ -276,7 +275,7 @@ class TunDevice:
         """Make the interface outlive its fds (``True``) or go away with its
         last one (``False``): ``TUNSETPERSIST``, a brief blocking ioctl.
         Raises ``OSError`` (``PermissionError`` if the caller may not)."""
-        args.parse_up(persist)
+        args.parse_flag("persist", persist)
         tio.ioctl(self.fileno(), TUNSETPERSIST, int(persist), f"{'setting' if persist else 'clearing'} persistence of {self.name}")
         self.persistent = persist
 
@@ -439,9 +438,8 @@ class TunDevice:
         on, e.g. ``frozenset({"csum", "tso4", "tso6", "uso4", "uso6"})``.
         Raises ``OSError`` if the device has no virtio-net header
         (``vnet_hdr=True``) or the kernel refuses even checksum/TSO offload."""
-        for flag, value in (("tso", tso), ("uso", uso)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False, not {value!r}")
+        args.parse_flag("tso", tso)
+        args.parse_flag("uso", uso)
         fd = self.fileno()
         if not self.vnet_hdr:
             raise OSError(errno.EINVAL, f"enable_offloads: {self.name} has no virtio-net header, so it could not tell "
@@ -522,6 +520,12 @@ class TunDevice:
         if self._fd >= 0:
             _warn(f"unclosed {self!r}", ResourceWarning, source=self)
             self.close()
+
+
+def _check_mode(mode: Any) -> str:
+    if mode not in ("tun", "tap"):
+        raise ValueError(f"mode must be 'tun' or 'tap', not {mode!r}")
+    return str(mode)
 
 
 def _route(destination: Any, gateway: Any, metric: Any, table: Any) -> Route:

@@ -100,6 +100,11 @@ async def test_added_routes_carry_traffic_to_the_tun(netns):
     await device.remove_route("fd99::/64")
     assert ip_json("route", "show", "10.98.0.0/16") == []
     assert ip_json("-6", "route", "show", "fd99::/64") == []
+    for route in ("10.94.0.0/16", "fd94::/64"):  # one somebody else added (proto static, default metric)
+        subprocess.run(["ip", "route", "add", route, "dev", tun.name, "proto", "static"], check=True)
+        assert ip_json("-6" if ":" in route else "-4", "route", "show", route) != []
+        await device.remove_route(route)
+        assert ip_json("-6" if ":" in route else "-4", "route", "show", route) == []
     await tun.aclose()
 
 
