@@ -3,7 +3,7 @@
 Public names live here and nowhere else.
 """
 from .backends import BACKENDS, get_ring, open_ring
-from .device import TunDevice
+from .device import LinkCounters, Route, TunDevice
 from .errors import ClosedError, UnsupportedError
 from .packet_io import DatagramSink, PacketSink, PacketSource
 from .probe import ProbeResult, probe
@@ -18,10 +18,12 @@ __all__ = [
     "ClosedError",
     "DatagramSink",
     "DatagramTransport",
+    "LinkCounters",
     "PacketSink",
     "PacketSource",
     "ProbeResult",
     "ReadinessRing",
+    "Route",
     "Ring",
     "RingBase",
     "Tun",

@@ -114,8 +114,8 @@ class ReadinessSink(SinkBase):
             self.refused(-errno.EMSGSIZE, seg)
         if events & (EV_GRO_REFUSED | EV_GSO_REFUSED):
             self.refused(-errno.EINVAL, 0)  # the packets were resent one by one already
-        for _, res in refused:
-            self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"))
+        for index, res in refused:
+            self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"), data[index])
         if done < len(data):
             self._blocked = True
             self.engine.watch(self, self.fd, self._writable, writable=True, nested=self.kind == KIND_DATAGRAM)

@@ -81,6 +81,7 @@ class RingTransportBase:
         self._backlog: list[Any] = []
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
+        self._closed_fut: asyncio.Future[None] = loop.create_future()
         self._set_protocol(protocol)
         loop.call_soon(self._start, waiter)
 
@@ -196,6 +197,11 @@ class RingTransportBase:
     def abort(self) -> None:
         """Close at once, dropping what waits to be written."""
         self._force_close(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until ``connection_lost`` has been called and the fd closed
+        (after ``close()``, ``abort()`` or a fatal error)."""
+        await asyncio.shield(self._closed_fut)
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -328,6 +334,8 @@ class RingTransportBase:
             self._sink.close()
             self._release()
             self._protocol = None
+            if not self._closed_fut.done():
+                self._closed_fut.set_result(None)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_state", State.CLOSED) is not State.CLOSED:

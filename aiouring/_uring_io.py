@@ -249,8 +249,8 @@ class UringSink(SinkBase):
             batch.again.extend(members)  # a non-blocking socket with a full send buffer
             batch.full = True
         elif not self.closed or res != -errno.ECANCELED:
-            for _ in members:
-                self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"))
+            for m in members:
+                self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"), batch.data[m])
 
     def batch_done(self, batch: _Batch) -> None:
         self._kernel_bytes -= batch.nbytes

@@ -19,8 +19,8 @@ arguments and report errors the same way:
 * Sinks (``Ring.packet_sink`` / ``Ring.datagram_sink``) take ``write(packet)``
   or ``sendto(data, sockaddr)`` and never refuse: the transport applies its
   water marks to ``buffered`` (every byte accepted and not yet completed by
-  the kernel).  A packet the kernel refuses calls ``on_error(exc)``; later
-  packets go on.  ``on_progress()`` is called when ``buffered`` went down.
+  the kernel).  A packet the kernel refuses calls ``on_error(exc)`` (the
+  packet is ``exc.packet``); later packets go on.  ``on_progress()`` is called when ``buffered`` went down.
   A datagram the socket cannot take now waits (in order) until it can.
   ``close()`` stops accepting and drops what was not handed to the kernel;
   ``in_kernel`` says whether the kernel still holds anything of this sink.
@@ -273,7 +273,9 @@ class SinkBase:
         except Exception as exc:
             self.engine.report(exc, "exception in a sink's progress callback")
 
-    def _error(self, exc: OSError) -> None:
+    def _error(self, exc: OSError, packet: bytes | None = None) -> None:
+        if packet is not None:
+            exc.packet = packet  # type: ignore[attr-defined]  # which write was refused
         try:
             self._on_error(exc)
         except Exception as exc2:

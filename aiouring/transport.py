@@ -165,7 +165,9 @@ class TunTransport(RingTransportBase, asyncio.Transport):
 
     def check_packet(self, data: Any) -> bytes:
         """``data`` as the ``bytes`` ``write`` would take, or the exception
-        ``write`` would raise for it."""
+        ``write`` would raise for it.  (The largest packet is the MTU plus the
+        device's own headers: ``tun_pi``, Ethernet; not the virtio header,
+        which the transport writes.)"""
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
                 try:
@@ -175,12 +177,13 @@ class TunTransport(RingTransportBase, asyncio.Transport):
             data = bytes(data)
         size = len(data)
         device = self._device
-        if not size or size > device.max_packet_size:
+        limit = device.max_packet_size - (device.vnet_hdr_size if device.vnet_hdr else 0)
+        if not size or size > limit:
             if not size:
                 raise ValueError("cannot write an empty packet")
             raise ValueError(
-                f"packet of {size} bytes is larger than {device.name}'s limit of {device.max_packet_size} "
-                f"(MTU {device.mtu} + {device.header_size} header bytes)"
+                f"packet of {size} bytes is larger than {device.name}'s limit of {limit} "
+                f"(MTU {device.mtu} + {limit - device.mtu} header bytes)"
             )
         return data
 
@@ -211,7 +214,14 @@ async def create_tun_connection(
     mtu: int | None = None,
     packet_info: bool = False,
     addresses: Any = (),
+    routes: Any = (),
     up: bool = True,
+    txqueuelen: int | None = None,
+    mac: str | bytes | None = None,
+    multi_queue: bool = False,
+    persist: bool = False,
+    owner: int | str | None = None,
+    group: int | str | None = None,
     offload: Offload = "auto",
     ring: AnyRing | None = None,
     backend: Backend = "auto",
@@ -248,8 +258,11 @@ async def create_tun_connection(
     if fd is not None and device is not None:
         raise ValueError("pass fd= or device=, not both")
     adopted = fd is not None or device is not None
-    if adopted and (name is not None or mode != "tun" or packet_info):
-        raise ValueError("name, mode and packet_info come from the adopted device: do not pass them with fd= or device=")
+    if adopted and (name is not None or mode != "tun" or packet_info or multi_queue or persist or owner is not None or group is not None):
+        raise ValueError(
+            "name, mode, packet_info, multi_queue, persist, owner and group come from the adopted device: "
+            "do not pass them with fd= or device="
+        )
     reason = "the ring given"
     if ring is None:
         chosen, reason = choose_backend(backend, "tun")
@@ -260,11 +273,17 @@ async def create_tun_connection(
         if fd is not None:
             device = TunDevice.adopt(fd)
         else:
-            device = TunDevice.open(name, mode=mode, packet_info=packet_info, vnet_hdr=want)
+            device = await TunDevice.create(
+                name, mode=mode, packet_info=packet_info, multi_queue=multi_queue, vnet_hdr=want,
+                persist=persist, owner=owner, group=group, mtu=mtu, addresses=addresses, routes=routes,
+                up=up, txqueuelen=txqueuelen, mac=mac,
+            )
+    elif not isinstance(device, TunDevice):
+        raise TypeError(f"device must be a TunDevice, not {type(device).__name__}")
     try:
         offloads, coalesce = _enable_offloads(device, offload, want)
-        if mtu is not None or addresses or (up and not adopted):
-            await device.configure(mtu=mtu, addresses=addresses, up=up)
+        if adopted and (mtu is not None or addresses or routes or txqueuelen is not None or mac is not None):
+            await device.configure(mtu=mtu, addresses=addresses, routes=routes, up=up, txqueuelen=txqueuelen, mac=mac)
         if coalesce:
             coalesce = _coalesced_write_accepted(device)
         protocol = protocol_factory()

@@ -103,6 +103,12 @@ class Tun:
         return self._transport
 
     @property
+    def device(self) -> TunDevice:
+        """The ``TunDevice``: its coroutines change the interface while it runs
+        (``add_route``, ``add_address``, ``set_mtu``, ``set_up``, ...)."""
+        return self._transport.get_extra_info("device")  # type: ignore[no-any-return]
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -318,16 +324,19 @@ class _OpeningTun:
     """What ``open_tun`` returns: await it for the ``Tun``, or use it with
     ``async with`` directly (the ``Tun`` is closed on the way out)."""
 
-    __slots__ = ("_open", "_tun")
+    __slots__ = ("_open", "_tun", "_used")
 
     def __init__(self, opener: Coroutine[Any, Any, Tun]) -> None:
         self._open = opener
         self._tun: Tun | None = None
+        self._used = False
 
     def __await__(self) -> Generator[Any, None, Tun]:
+        self._used = True
         return self._open.__await__()
 
     async def __aenter__(self) -> Tun:
+        self._used = True
         self._tun = await self._open
         return self._tun
 
@@ -336,8 +345,11 @@ class _OpeningTun:
             await self._tun.aclose()
 
     def __del__(self) -> None:
-        if self._tun is None:
-            self._open.close()  # never awaited: no "coroutine was never awaited" warning
+        # never awaited: close it, so there is no "coroutine was never awaited"
+        # warning (once awaited, the await holds the coroutine, and this
+        # object may go first)
+        if not self._used:
+            self._open.close()
 
 
 def open_tun(
@@ -349,7 +361,14 @@ def open_tun(
     mtu: int | None = None,
     packet_info: bool = False,
     addresses: Any = (),
+    routes: Any = (),
     up: bool = True,
+    txqueuelen: int | None = None,
+    mac: str | bytes | None = None,
+    multi_queue: bool = False,
+    persist: bool = False,
+    owner: int | str | None = None,
+    group: int | str | None = None,
     offload: Offload = "auto",
     ring: AnyRing | None = None,
     backend: Backend = "auto",
@@ -360,8 +379,11 @@ def open_tun(
     ``tun = await open_tun(...)``, or ``async with open_tun(...) as tun:``.
 
     ``name=None`` lets the kernel pick ``tunN``.  ``mtu``, ``addresses``
-    (``"10.0.0.1/24"``, ``"fd00::1/64"``) and ``up`` configure the interface
-    through netlink.  ``offload``: ``"auto"`` (TUN super-packets when the
+    (``"10.0.0.1/24"``, ``"fd00::1/64"``), ``routes``, ``up``,
+    ``txqueuelen`` and ``mac`` configure the interface through netlink;
+    ``multi_queue``, ``persist``, ``owner`` and ``group`` are as for
+    ``TunDevice.open`` (see ``create_tun_connection``).  Later changes:
+    ``tun.device`` (routes, addresses, MTU, link state).  ``offload``: ``"auto"`` (TUN super-packets when the
     kernel takes them), ``True`` (raise if it does not), ``False``; see
     ``create_tun_connection``.  ``ring``: the ring to use, by default the
     loop's ring for ``backend`` (``"auto"``, ``"uring"``, ``"epoll"``).
@@ -384,7 +406,14 @@ def open_tun(
             mtu=mtu,
             packet_info=packet_info,
             addresses=addresses,
+            routes=routes,
             up=up,
+            txqueuelen=txqueuelen,
+            mac=mac,
+            multi_queue=multi_queue,
+            persist=persist,
+            owner=owner,
+            group=group,
             offload=offload,
             ring=ring,
             backend=backend,

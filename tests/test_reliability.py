@@ -17,6 +17,7 @@ from aiouring import Ring
 from aiouring.testing import fake_tun
 from support.harness import RecordingProtocol
 from support.netns import interface_names, open_fds
+from support.wait import wait_for_condition
 
 HERE = os.path.dirname(__file__)
 
@@ -48,7 +49,7 @@ async def test_writing_to_a_tun_whose_link_is_down_reports_eio(backend, netns):
 async def test_awaitable_write_to_a_down_link_raises_eio_on_the_next_write(backend, netns):
     tun = await aiouring.open_tun(up=False, backend=backend)
     await tun.write(b"\x45" + bytes(27))
-    await asyncio.sleep(0.02)
+    await wait_for_condition(lambda: tun._protocol.write_errors)
     with pytest.raises(OSError) as info:
         await tun.write(b"\x45" + bytes(27))
     assert info.value.errno == errno.EIO
@@ -60,12 +61,12 @@ async def test_write_failures_from_the_kernel_go_to_error_received(err):
     pair = await fake_tun()
     pair.peer.fail_writes(err)
     await pair.tun.write(b"\x45one")
-    await asyncio.sleep(0.01)
+    await wait_for_condition(lambda: pair.tun._protocol.write_errors)
     with pytest.raises(OSError) as info:
-        await pair.tun.write(b"\x45two")
-    assert info.value.errno == err
+        await pair.tun.write(b"\x45two")  # raises the refusal of "one", and writes "two"
+    assert info.value.errno == err and info.value.packet == b"\x45one"
     await pair.tun.write(b"\x45three")
-    assert await pair.peer.receive() == b"\x45three"
+    assert [await pair.peer.receive(), await pair.peer.receive()] == [b"\x45two", b"\x45three"]
     await pair.tun.aclose()
 
 

@@ -146,18 +146,33 @@ async def test_write_reaches_the_network(harness):
     await tun.aclose()
 
 
-async def test_refused_packet_is_raised_by_the_next_write(harness):
+async def test_refused_packet_is_raised_by_the_next_write_which_still_writes(harness):
+    tun = await harness.open_tun()
+    if harness.kind == "fake":
+        harness.device.fail_writes(errno.EINVAL)
+    refused = b"\x00" * 20  # IP version 0: the TUN driver answers EINVAL
+    await tun.write(refused)
+    await wait_for_condition(lambda: tun._protocol.write_errors)
+    with pytest.raises(OSError) as info:
+        await tun.write(harness.packet(b"written all the same"))
+    assert info.value.errno == errno.EINVAL
+    assert info.value.packet == refused  # which packet it was
+    assert any("earlier" in note for note in info.value.__notes__)
+    await tun.write(harness.packet(b"and this one"))
+    assert await harness.outbound(2) == [b"written all the same", b"and this one"]
+    await tun.aclose()
+
+
+async def test_drain_raises_a_refused_packet_once(harness):
     tun = await harness.open_tun()
     if harness.kind == "fake":
         harness.device.fail_writes(errno.EINVAL)
     await tun.write(b"\x00" * 20)
-    await asyncio.sleep(0.05)
+    await wait_for_condition(lambda: tun._protocol.write_errors)
     with pytest.raises(OSError) as info:
-        await tun.write(harness.packet(b"not written"))
+        await tun.drain()
     assert info.value.errno == errno.EINVAL
-    assert any("earlier" in note for note in info.value.__notes__)
-    await tun.write(harness.packet(b"written"))
-    assert await harness.outbound(1) == [b"written"]
+    await tun.drain()  # reported once
     await tun.aclose()
 
 

@@ -246,10 +246,17 @@ class FakeKernel:
     def add_buffer_group(self, bgid: int, entries: int, bufsize: int, kind: int = 0) -> None:
         if bgid in self.groups:
             raise FileExistsError(errno.EEXIST, "buffer group exists")
-        self.groups[bgid] = [self._group_limit or entries, 0, bufsize, kind]
+        self.groups[bgid] = [self._group_limit or entries, 0, bufsize, kind, 0, 0]  # ..., reads, records
 
     def remove_buffer_group(self, bgid: int) -> None:
         self.groups.pop(bgid, None)
+
+    def group_counts(self, bgid: int) -> tuple[int, int]:
+        """(reads that carried data, packets they made) of a buffer group."""
+        group = self.groups.get(bgid)
+        if group is None:
+            raise FileNotFoundError(errno.ENOENT, f"no buffer group {bgid}")
+        return group[4], group[5]
 
     def emit(self, fd: int, kind: int, flags: int, gso_max: int, data: bytes, lens: Any, n: int, addrs: bytes, addrlens: Any) -> tuple[int, int, int]:
         """A write batch, as aiou_emit: one op per output (a packet, or with
@@ -328,7 +335,11 @@ class FakeKernel:
                     if not parts:
                         res = -errno.EAGAIN  # nothing to deliver; a final CQE re-arms
                 else:
+                    parts = [payload]
                     pk += (ud, off, res)
+                if group is not None and parts:
+                    group[4] += 1
+                    group[5] += len(parts)
                 if not flags & F_MORE:
                     out += (ud, res, flags, -2 if res > 0 else -1, len(pk) // 3)  # the shot ended: its handler hears of it
             else:
