@@ -347,3 +347,60 @@ def test_missing_dev_net_tun_is_named_in_the_error():
     assert proc.returncode == 0, proc.stderr
     assert "FileNotFoundError:" in proc.stdout
     assert "/dev/net/tun does not exist" in proc.stdout and "modprobe tun" in proc.stdout
+
+
+async def test_read_batch_takes_what_is_queued_and_waits_only_when_nothing_is(harness):
+    tun = await harness.open_tun()
+    waiting = asyncio.ensure_future(tun.read_batch(8))
+    await asyncio.sleep(0)
+    if harness.kind == "fake":  # a real TUN may have the kernel's IPv6 packets queued already
+        assert not waiting.done()  # nothing queued: it waits
+    harness.send_inbound([b"b%02d" % i for i in range(20)])
+    first = await asyncio.wait_for(waiting, 5)
+    assert 1 <= len(first) <= 8
+    got = [p for p in first if is_own(p)]
+    while len(got) < 20:
+        batch = await asyncio.wait_for(tun.read_batch(8), 5)
+        assert 1 <= len(batch) <= 8
+        got += [p for p in batch if is_own(p)]
+    assert [harness.unwrap(p) for p in got] == [b"b%02d" % i for i in range(20)]
+    with pytest.raises(ValueError, match="max_packets"):
+        await tun.read_batch(0)
+    await tun.aclose()
+
+
+async def test_write_batch_checks_every_packet_first_then_writes_them_in_order(harness):
+    tun = await harness.open_tun()
+    with pytest.raises(ValueError, match="empty"):
+        await tun.write_batch([harness.packet(b"never"), b""])
+    await tun.write_batch(harness.packet(b"w%02d" % i) for i in range(30))
+    assert await harness.outbound(30) == [b"w%02d" % i for i in range(30)]  # and not "never"
+    await tun.aclose()
+
+
+async def test_batches_iterates_until_closed(harness):
+    tun = await harness.open_tun()
+    harness.send_inbound([b"i%d" % i for i in range(5)])
+    seen: list[bytes] = []
+    async for batch in tun.batches(64):
+        seen += [harness.unwrap(p) for p in batch if is_own(p)]
+        if len(seen) == 5:
+            tun.close()
+    assert seen == [b"i%d" % i for i in range(5)]
+    await tun.wait_closed()
+
+
+async def test_open_tun_works_with_async_with_without_await(netns):
+    async with aiouring.open_tun(addresses=["10.21.0.1/24"]) as tun:
+        assert isinstance(tun, aiouring.Tun) and not tun.closed
+        name = tun.name
+        assert name in interface_names()
+    assert tun.closed and name not in interface_names()
+    tun2 = await aiouring.open_tun()  # awaiting keeps working
+    await tun2.aclose()
+
+
+async def test_open_tun_refuses_a_bad_queue_limit_at_the_call():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_queued"):
+            aiouring.open_tun(max_queued=bad)
