@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 import aiouring
 from aiouring import sockaddr
-from support.udp import BACKENDS, KINDS, Recorder, factory, not_uvloop_oracle
+from support.udp import BACKENDS, KINDS, Recorder, factory, not_uvloop_oracle, receive
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -180,13 +180,7 @@ async def test_a_bad_address_raises_at_the_call_and_sending_goes_on(backend, fam
                 expected_reports += theirs[0] != "ok"
         transport.sendto(b"sentinel", receiver.getsockname())
         await protocol.wait(expected_reports)
-        got: list[bytes] = []
-        while b"sentinel" not in got:
-            await asyncio.sleep(0.001)
-            try:
-                got.append(receiver.recv(100))
-            except BlockingIOError:
-                pass
+        assert await receive(receiver) == b"sentinel"
         assert not transport.is_closing()
     finally:
         transport.close()
@@ -243,12 +237,7 @@ async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierr
                 s.sendto(b"x", ("nonexistent.invalid", 5))
         assert type(exc) is socket.gaierror and exc.errno == theirs.value.errno
         transport.sendto(b"after", receiver.getsockname())
-        while True:
-            try:
-                assert receiver.recv(10) == b"after"
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.001)
+        assert await receive(receiver) == b"after"
     finally:
         transport.close()
         receiver.close()

@@ -105,6 +105,19 @@ def writable(sock: Any) -> bool:
     return bool(p.poll(0))
 
 
+async def receive(sock: socket.socket, timeout: float = 5) -> bytes:
+    """The next datagram on ``sock``, waited for without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return sock.recv(1 << 18, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if loop.time() > deadline:
+                raise TimeoutError("no datagram") from None
+            await asyncio.sleep(0.001)
+
+
 def drain(sock: socket.socket, into: list[bytes]) -> int:
     """Read every datagram waiting on non-blocking ``sock`` into ``into``; returns len(into)."""
     while True:
