@@ -46,12 +46,13 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
     reported to the loop's exception handler and the endpoint keeps serving;
     ``close()`` flushes, ``abort()`` drops.  ``pause_reading()`` takes effect
     at the next datagram, even inside a batch.
-    Differences from asyncio, on purpose: a bad address raises at the call
-    (``TypeError``/``OverflowError`` as ``socket.sendto`` would; asyncio
-    closes the transport on them), ``sendto`` without an address on an
-    unconnected endpoint raises ``ValueError``, and ``sendto`` after
-    ``close()`` is dropped and counted (logged after 5) whether connected or
-    not.  A protocol with ``datagrams_received(list_of_(data, addr))`` gets
+    Differences from asyncio, on purpose: a malformed address raises at the
+    call what ``socket.sendto`` raises for it (``TypeError``, also for no
+    address on an unconnected endpoint, or ``OverflowError``; asyncio closes
+    the transport on them), and ``sendto`` after ``close()`` is dropped and
+    counted (logged after 5) whether connected or not.  An address that
+    cannot be resolved (``socket.gaierror``) goes to ``error_received`` as
+    with asyncio.  A protocol with ``datagrams_received(list_of_(data, addr))`` gets
     whole batches instead of one ``datagram_received`` call per datagram.
     """
 
@@ -148,14 +149,12 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
             sockaddr = self._default_sockaddr
-        elif addr is None:
-            if self._extra["peername"] is None:
-                raise ValueError("this endpoint is not connected: sendto() needs an address")
-            sockaddr = b""
+        elif addr is None and self._extra["peername"] is not None:
+            sockaddr = b""  # an adopted connected socket: its peer
         else:
             try:
-                sockaddr = to_sockaddr(addr, self._family)
-            except socket.gaierror as exc:  # as socket.sendto's resolution would, through error_received
+                sockaddr = to_sockaddr(addr, self._family)  # None raises TypeError, as socket.sendto(data, None)
+            except OSError as exc:  # gaierror and the like: socket.sendto's, which asyncio reports
                 if self._state is State.OPEN:
                     self._call(self._protocol.error_received, exc)
                 return
