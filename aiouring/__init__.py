@@ -5,6 +5,7 @@ Public names live here and nowhere else.
 from .backends import BACKENDS, get_ring, open_ring
 from .device import LinkCounters, Route, TunDevice
 from .errors import ClosedError, UnsupportedError
+from .offload import Offload
 from .packet_io import DatagramSink, PacketSink, PacketSource
 from .probe import ProbeResult, probe
 from .protocol import TunProtocol
@@ -12,6 +13,7 @@ from .ring import ReadinessRing, Ring, RingBase
 from .transport import TunTransport, create_tun_connection
 from .tun import Tun, open_tun
 from .udp import DatagramTransport, create_datagram_endpoint
+from ._transport_base import TransportStats
 
 __all__ = [
     "BACKENDS",
@@ -19,6 +21,7 @@ __all__ = [
     "DatagramSink",
     "DatagramTransport",
     "LinkCounters",
+    "Offload",
     "PacketSink",
     "PacketSource",
     "ProbeResult",
@@ -30,6 +33,7 @@ __all__ = [
     "TunDevice",
     "TunProtocol",
     "TunTransport",
+    "TransportStats",
     "UnsupportedError",
     "create_datagram_endpoint",
     "create_tun_connection",

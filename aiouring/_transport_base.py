@@ -30,6 +30,7 @@ and the transport goes on, as asyncio's datagram transport does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import warnings
@@ -38,7 +39,7 @@ from typing import Any, Callable
 from .backends import AnyRing
 from .errors import ClosedError
 
-__all__ = ["RingTransportBase", "State"]
+__all__ = ["RingTransportBase", "State", "TransportStats"]
 
 logger = logging.getLogger("aiouring")
 
@@ -60,6 +61,35 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class TransportStats:
+    """What a transport has moved so far (``get_extra_info("stats")``, a
+    snapshot).  Packets are what the protocol sees (IP packets, datagrams),
+    whatever offloads made of them on the way; ``reads``/``writes`` count
+    the kernel's reads and writes, fewer than packets when offloads or
+    batches merge them.  The kernel's own counters for a TUN device (packets
+    it dropped because the application read too slowly: ``tx_dropped``) are
+    ``await get_extra_info("device").kernel_counters()``: a netlink request,
+    which a synchronous call must not make."""
+
+    packets_received: int
+    """Packets (datagrams) read from the kernel."""
+    bytes_received: int
+    packets_sent: int
+    """Packets (datagrams) the kernel took; ``send_errors`` are not in it."""
+    bytes_sent: int
+    send_errors: int
+    """Packets refused, by the kernel or before (an address that does not
+    resolve); each went to ``error_received``."""
+    receive_errors: int
+    """Receive errors reported to ``error_received`` (ICMP errors, datagrams too long)."""
+    dropped: int
+    """Packets read but not delivered (the transport was closing), written
+    but discarded by ``abort()`` or a fatal error, or sent after ``close()``."""
+    reads: int
+    writes: int
+
+
 class RingTransportBase:
     """See the module docstring.  Subclasses provide ``_open_source``,
     ``_release`` (close their fd) and the per-item delivery hook."""
@@ -79,6 +109,13 @@ class RingTransportBase:
         self._read_paused = False
         self._protocol_paused = False
         self._backlog: list[Any] = []
+        self._rx_packets = 0
+        self._rx_bytes = 0
+        self._rx_errors = 0
+        self._rx_dropped = 0  # read while closing, or held in the backlog at close
+        self._tx_dropped = 0  # written after close
+        self._tx_errors = 0  # refused before the kernel saw them (an address that does not resolve)
+        self._reads_done = 0  # reads of the sources stopped so far
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
         self._closed_fut: asyncio.Future[None] = loop.create_future()
@@ -123,6 +160,25 @@ class RingTransportBase:
 
     def get_protocol(self) -> Any:
         return self._protocol
+
+    def _stats(self) -> TransportStats:
+        sink = self._sink
+        source = self._source
+        return TransportStats(
+            packets_received=self._rx_packets,
+            bytes_received=self._rx_bytes,
+            packets_sent=sink.packets - sink.errors,
+            bytes_sent=sink.bytes,
+            send_errors=sink.errors + self._tx_errors,
+            receive_errors=self._rx_errors,
+            dropped=self._rx_dropped + self._tx_dropped + sink.dropped,
+            reads=self._reads_done + (source.reads if source is not None else 0) + sum(s.reads for s in self._stopping),
+            writes=sink.writes,
+        )
+
+    @staticmethod
+    def _record_bytes(records: list[Any]) -> int:
+        return sum(map(len, records))
 
     def set_protocol(self, protocol: Any) -> None:
         self._set_protocol(protocol)
@@ -190,6 +246,7 @@ class RingTransportBase:
         if self._state is not State.OPEN and self._state is not State.STARTING:
             return
         self._set_state(State.CLOSING)
+        self._rx_dropped += len(self._backlog)
         self._backlog.clear()
         self._stop_source()
         self._maybe_finish()
@@ -206,7 +263,10 @@ class RingTransportBase:
     # -- delivery ------------------------------------------------------------------------
 
     def _on_records(self, records: list[Any]) -> None:
+        self._rx_packets += len(records)
+        self._rx_bytes += self._record_bytes(records)
         if self._state is not State.OPEN:
+            self._rx_dropped += len(records)
             return  # the application asked to stop receiving
         if self._read_paused or self._backlog:
             self._backlog.extend(records)  # keep order: what was held goes first
@@ -235,6 +295,7 @@ class RingTransportBase:
 
     def _on_source_stopped(self, source: Any, exc: BaseException | None) -> None:
         self._stopping.discard(source)
+        self._reads_done += source.reads
         if source is self._source:
             self._source = None
         if exc is not None and self._state is State.OPEN:
@@ -308,6 +369,7 @@ class RingTransportBase:
             return
         self._set_state(State.ABORTING)
         self._lost_exc = exc
+        self._rx_dropped += len(self._backlog)
         self._backlog.clear()
         self._sink.close()
         self._stop_source()

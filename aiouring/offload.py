@@ -11,7 +11,7 @@ wrappers are for tests, tools and advanced users.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Sequence
+from typing import Literal, NamedTuple, Sequence, Union
 
 from ._native import offload as _offload
 
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_SEGMENTS",
     "DISABLE_ENV",
+    "Offload",
     "VirtioNetHeader",
     "disabled",
     "gso_split",
@@ -139,6 +140,10 @@ both ways), ``gso`` (UDP segmentation on send), ``gro`` (UDP receive
 coalescing), or ``all`` (also ``1``).  Read when an endpoint is opened."""
 
 _KINDS = frozenset({"tun", "gso", "gro"})
+
+Offload = Union[Literal["auto"], bool]
+"""What the factories' ``offload``/``gso``/``gro`` arguments take: ``"auto"``
+(on when the kernel takes it), ``True`` (on, or ``ValueError``), ``False``."""
 
 
 def disabled() -> frozenset[str]:

@@ -128,7 +128,8 @@ class SinkBase:
     ``write`` until the kernel completed them."""
 
     __slots__ = (
-        "engine", "fd", "kind", "flags", "gso_max", "closed", "writes", "_on_error", "_on_progress",
+        "engine", "fd", "kind", "flags", "gso_max", "closed", "writes", "packets", "bytes", "errors", "dropped",
+        "_on_error", "_on_progress",
         "_data", "_lens", "_addrs", "_alens", "_pending_bytes", "_kernel_bytes", "_queued", "_blocked",
     )
 
@@ -139,6 +140,10 @@ class SinkBase:
         self.flags = flags  # EMIT_*: the virtio header, and the offloads still on
         self.gso_max = _GSO_MAX  # the largest GSO segment the route took so far
         self.writes = 0  # writes handed to the kernel: fewer than packets when offloads coalesce
+        self.packets = 0  # packets handed to the kernel (refused ones too)
+        self.bytes = 0
+        self.errors = 0  # packets the kernel refused
+        self.dropped = 0  # packets close() discarded before the kernel had them
         self.closed = False
         self._on_error = on_error
         self._on_progress = on_progress
@@ -197,6 +202,8 @@ class SinkBase:
                 del self._data[:n], self._lens[:n], self._addrs[:n], self._alens[:n]
             nbytes = sum(lens)
             self._pending_bytes -= nbytes
+            self.packets += n
+            self.bytes += nbytes
             taken = self._hand_over(data, lens, addrs, alens, nbytes)
             if taken < n:
                 self.requeue(data[taken:], addrs[taken:])
@@ -207,12 +214,15 @@ class SinkBase:
         could not take them yet)."""
         if not data:
             return
+        nbytes = sum(map(len, data))
+        self.packets -= len(data)  # counted again when they are handed over
+        self.bytes -= nbytes
         self._data[:0] = data
         self._lens[:0] = array("I", map(len, data))
         if self.kind == KIND_DATAGRAM:
             self._addrs[:0] = addrs
             self._alens[:0] = array("H", map(len, addrs))
-        self._pending_bytes += sum(map(len, data))
+        self._pending_bytes += nbytes
         if not self._queued and not self._blocked:
             self._queued = True
             self.engine.mark_dirty(self)
@@ -227,6 +237,7 @@ class SinkBase:
     def close(self) -> None:
         """Accept nothing more; drop what the kernel has not been handed."""
         self.closed = True
+        self.dropped += len(self._data)
         self._data, self._lens, self._addrs, self._alens = [], array("I"), [], array("H")
         self._pending_bytes = 0
 
@@ -274,6 +285,7 @@ class SinkBase:
             self.engine.report(exc, "exception in a sink's progress callback")
 
     def _error(self, exc: OSError, packet: bytes | None = None) -> None:
+        self.errors += 1
         if packet is not None:
             exc.packet = packet  # type: ignore[attr-defined]  # which write was refused
         try:

@@ -22,7 +22,7 @@ __all__ = ["Offload", "TunTransport", "create_tun_connection"]
 logger = logging.getLogger("aiouring")
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
-Offload = Union[Literal["auto"], bool]
+Offload = _offload.Offload
 
 # Reads with a virtio header: the header and the largest packet a TUN carries
 # (an IPv6 packet: 40 + 65535).
@@ -99,7 +99,10 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         ``backend_reason`` (why that backend), ``read_mode``, ``mode``
         (``"tun"``/``"tap"``), ``device``, ``offload`` (what is on now: the
         device's ``tso4``/``tso6``/``uso4``/``uso6``, and ``coalesce-tcp``/
-        ``coalesce-udp`` while writes are merged into super-packets)."""
+        ``coalesce-udp`` while writes are merged into super-packets),
+        ``stats`` (a ``TransportStats`` snapshot)."""
+        if name == "stats":
+            return self._stats()
         if name == "offload":
             return self._offloads | {"coalesce-" + kind for kind in self._sink.offloads}
         if name == "fileno":
@@ -306,7 +309,7 @@ async def create_tun_connection(
 
 def _want_offload(offload: Any, mode: str, packet_info: bool) -> bool:
     """Whether to open the device with a virtio header."""
-    if offload not in ("auto", True, False) or (offload == "auto" and not isinstance(offload, str)):
+    if not (offload is True or offload is False or (isinstance(offload, str) and offload == "auto")):
         raise ValueError(f"offload must be 'auto', True or False, not {offload!r}")
     if offload is False:
         return False

@@ -15,6 +15,7 @@ from .errors import ClosedError
 from .protocol import PacketQueueProtocol
 from .ring import ReadMode
 from .transport import Offload, TunTransport, create_tun_connection
+from ._transport_base import TransportStats
 
 __all__ = ["Tun", "open_tun"]
 
@@ -107,6 +108,12 @@ class Tun:
         """The ``TunDevice``: its coroutines change the interface while it runs
         (``add_route``, ``add_address``, ``set_mtu``, ``set_up``, ...)."""
         return self._transport.get_extra_info("device")  # type: ignore[no-any-return]
+
+    @property
+    def stats(self) -> TransportStats:
+        """What this Tun has moved so far (a ``TransportStats`` snapshot; its
+        transport's ``get_extra_info("stats")``)."""
+        return self._transport.get_extra_info("stats")  # type: ignore[no-any-return]
 
     @property
     def closed(self) -> bool:

@@ -17,9 +17,12 @@ import os
 import socket
 import stat
 from asyncio import trsock
+import errno
 from typing import Any, Callable, TypeVar
 
+from . import offload as _offload
 from .backends import AnyRing, Backend, choose_backend, get_ring
+from .offload import Offload
 from .sockaddr import to_sockaddr
 from ._transport_base import RingTransportBase, State
 
@@ -32,6 +35,9 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5  # as asyncio's constants
 _MAX_UDP = 65535
 _MAX_UNIX = 256 * 1024  # what asyncio's datagram transport reads at most
+# include/uapi/linux/udp.h (the socket module has no names for them)
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
 
 
 class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
@@ -70,6 +76,8 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         max_datagram_size: int = _MAX_UDP,
         receive_buffers: int = 64,
         backend_reason: str = "",
+        gso: bool = False,
+        gro: bool = False,
     ) -> None:
         asyncio.DatagramTransport.__init__(self, {"socket": trsock.TransportSocket(sock)})
         self._extra: dict[str, Any] = self._extra  # set by asyncio.BaseTransport
@@ -92,14 +100,24 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         self._max_datagram = max_datagram_size
         self._receive_buffers = receive_buffers
         self._backend_reason = backend_reason
-        sink = ring.datagram_sink(sock, self._on_sink_error, self._on_sink_progress)
+        self._gro = gro
+        # with GRO a buffer holds a whole super-datagram: longer datagrams
+        # than max_datagram_size are then refused here, as a short buffer would
+        self._gro_limit = max_datagram_size if gro and max_datagram_size < _MAX_UDP else 0
+        sink = ring.datagram_sink(sock, self._on_sink_error, self._on_sink_progress, gso=gso)
         self._init_base(loop, ring, protocol, sink, waiter)
 
     # -- info --------------------------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """asyncio's ``socket``, ``sockname``, ``peername``, and ``ring``,
-        ``backend``, ``backend_reason``."""
+        ``backend``, ``backend_reason``, ``offload`` (a frozenset: ``"gso"``
+        while sends are segmented, ``"gro"`` when receives are coalesced),
+        ``stats`` (a ``TransportStats`` snapshot)."""
+        if name == "stats":
+            return self._stats()
+        if name == "offload":
+            return self._sink.offloads | ({"gro"} if self._gro else set())
         if name == "ring":
             return self._ring
         if name == "backend":
@@ -125,15 +143,36 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
         def stopped(exc: BaseException | None) -> None:
             self._on_source_stopped(source, exc)
 
+        bufsize = _MAX_UDP if self._gro else self._max_datagram
+        on_records = self._on_records_limited if self._gro_limit else self._on_records
         source = self._ring.datagram_source(
-            self._sock, self._max_datagram, self._on_records, stopped, self._on_receive_error, buffers=self._receive_buffers
+            self._sock, bufsize, on_records, stopped, self._on_receive_error, buffers=self._receive_buffers, gro=self._gro
         )
         return source
+
+    def _on_records_limited(self, records: list[tuple[bytes, Any]]) -> None:
+        limit = self._gro_limit
+        start = 0
+        for i, (data, _) in enumerate(records):
+            if len(data) > limit:
+                if i > start:
+                    self._on_records(records[start:i])
+                self._on_receive_error(OSError(errno.EMSGSIZE, f"a {len(data)}-byte datagram is longer than max_datagram_size ({limit})"))
+                start = i + 1
+        if start == 0:
+            self._on_records(records)
+        elif start < len(records):
+            self._on_records(records[start:])
 
     def _call_item(self, hook: Callable[..., None], record: tuple[bytes, Any]) -> None:
         self._call(hook, record[0], record[1])
 
+    @staticmethod
+    def _record_bytes(records: list[Any]) -> int:
+        return sum([len(r[0]) for r in records])
+
     def _on_receive_error(self, exc: OSError) -> None:
+        self._rx_errors += 1
         if self._state is State.OPEN:
             self._call(self._protocol.error_received, exc)
 
@@ -155,6 +194,7 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
             try:
                 sockaddr = to_sockaddr(addr, self._family)  # None raises TypeError, as socket.sendto(data, None)
             except OSError as exc:  # gaierror and the like: socket.sendto's, which asyncio reports
+                self._tx_errors += 1
                 if self._state is State.OPEN:
                     self._call(self._protocol.error_received, exc)
                 return
@@ -162,6 +202,7 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
             if self._sends_after_close >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
             self._sends_after_close += 1
+            self._tx_dropped += 1
             return
         self._sink.sendto(bytes(data), sockaddr)
         if not self._protocol_paused and self._sink.buffered > self._high_water:
@@ -188,6 +229,8 @@ async def create_datagram_endpoint(
     backend: Backend = "auto",
     max_datagram_size: int | None = None,
     receive_buffers: int = 64,
+    gso: Offload = "auto",
+    gro: Offload = "auto",
 ) -> tuple[DatagramTransport, P]:
     """A datagram endpoint on a ring, like ``loop.create_datagram_endpoint``
     (same arguments, same address rules, same errors).
@@ -203,6 +246,17 @@ async def create_datagram_endpoint(
     ``error_received`` as ``EMSGSIZE``) and ``receive_buffers`` how many the
     kernel can fill between two reaps; a VPN that knows its MTU sets the
     first small and the second large.
+
+    ``gso``/``gro`` (UDP sockets only; ``"auto"``, ``True`` or ``False``):
+    with GSO, runs of equal-sized datagrams to one address (the last may be
+    shorter) given to ``sendto`` in one loop iteration leave as one
+    ``UDP_SEGMENT`` send; with GRO (``UDP_GRO``) the kernel may hand over
+    several datagrams of one sender as one, which is split again, so the
+    protocol sees the datagrams that were sent either way.  ``"auto"`` turns
+    each on when the socket takes it (and ``AIOURING_DISABLE_OFFLOADS`` does
+    not list it); ``True`` raises ``ValueError`` when it cannot.  A send the
+    kernel refuses as segmented is sent again datagram by datagram and GSO
+    goes off for the endpoint.  ``get_extra_info("offload")`` says what is on.
     """
     check_size = max_datagram_size
     if check_size is not None and (not isinstance(check_size, int) or not 1 <= check_size <= _MAX_UNIX):
@@ -226,10 +280,14 @@ async def create_datagram_endpoint(
         sock, r_addr = await _make_socket(loop, local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast)
     if max_datagram_size is None:
         max_datagram_size = _MAX_UNIX if sock.family == socket.AF_UNIX else _MAX_UDP
-    protocol = protocol_factory()
-    waiter = loop.create_future()
     try:
-        transport = DatagramTransport(loop, ring, sock, protocol, r_addr, waiter, max_datagram_size, receive_buffers, reason)
+        gso_on = _udp_offload(sock, "gso", gso)
+        gro_on = _udp_offload(sock, "gro", gro)
+        protocol = protocol_factory()
+        waiter = loop.create_future()
+        transport = DatagramTransport(
+            loop, ring, sock, protocol, r_addr, waiter, max_datagram_size, receive_buffers, reason, gso_on, gro_on
+        )
     except BaseException:
         sock.close()
         raise
@@ -239,6 +297,38 @@ async def create_datagram_endpoint(
         transport.abort()
         raise
     return transport, protocol
+
+
+def _udp_offload(sock: socket.socket, kind: str, want: Any) -> bool:
+    """Whether ``kind`` (``"gso"``/``"gro"``) is on for ``sock``; turns
+    ``UDP_GRO`` on or off."""
+    if not (want is True or want is False or (isinstance(want, str) and want == "auto")):
+        raise ValueError(f"{kind} must be 'auto', True or False, not {want!r}")
+    why = None
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.proto not in (0, socket.IPPROTO_UDP):
+        why = "not a UDP socket"
+    elif want is not False and kind in _offload.disabled():
+        why = f"{_offload.DISABLE_ENV} turns it off"
+    if why is None:
+        try:
+            if kind == "gro":
+                if want is False:
+                    if sock.getsockopt(socket.SOL_UDP, _UDP_GRO):  # an adopted socket that had it on
+                        sock.setsockopt(socket.SOL_UDP, _UDP_GRO, 0)
+                    return False
+                sock.setsockopt(socket.SOL_UDP, _UDP_GRO, 1)
+            else:
+                if want is False:
+                    return False
+                sock.getsockopt(socket.SOL_UDP, _UDP_SEGMENT)  # ENOPROTOOPT before Linux 4.18
+            return True
+        except OSError as exc:
+            why = f"the socket refuses it ({exc.strerror or exc})"
+    if want is True:
+        raise ValueError(f"{kind}=True, but UDP {kind.upper()} cannot be used: {why}")
+    if want == "auto" and why != "not a UDP socket":
+        logger.info("aiouring: UDP %s off: %s", kind.upper(), why)
+    return False
 
 
 async def _make_socket(

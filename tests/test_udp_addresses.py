@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 import aiouring
 from aiouring import sockaddr
-from support.udp import BACKENDS, KINDS, Recorder, factory, not_uvloop_oracle, receive
+from support.udp import BACKENDS, KINDS, Recorder, factory, receive
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -220,12 +220,12 @@ async def test_one_endpoint_s_bad_addresses_never_stop_another_s_sends():
             assert await p.lost is None
 
 
+@pytest.mark.oracle_differs_on_uvloop("refuses a name at the call (ValueError)")
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierror(kind):
     """Item 19: as asyncio (whose socket.sendto raises it inside the
     transport), the gaierror itself goes to error_received, on both
     backends, and the endpoint goes on."""
-    not_uvloop_oracle(kind, "refuses a name at the call (ValueError)")
     transport, protocol = await factory(kind)(local_addr=("127.0.0.1", 0))
     receiver = bound(socket.AF_INET)
     try:
@@ -244,11 +244,11 @@ async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierr
     assert await protocol.lost is None
 
 
+@pytest.mark.oracle_differs_on_uvloop("refuses the empty host at the call")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
 async def test_the_empty_host_sends_to_the_wildcard_address_as_asyncio(kind, family):
     """Item 27: ("", port) is INADDR_ANY / in6addr_any, which the kernel delivers to this host."""
-    not_uvloop_oracle(kind, "refuses the empty host at the call")
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
     rx_t, rx = await factory(kind)(local_addr=(host, 0))
     tx_t, tx = await factory(kind)(local_addr=(host, 0))
@@ -262,11 +262,11 @@ async def test_the_empty_host_sends_to_the_wildcard_address_as_asyncio(kind, fam
         assert await p.lost is None
 
 
+@pytest.mark.oracle_differs_on_uvloop("refuses '<broadcast>' at the call")
 @pytest.mark.parametrize("kind", KINDS)
 async def test_broadcast_without_allow_broadcast_is_a_permission_error(kind):
     """Item 27: ("<broadcast>", port) without allow_broadcast reaches
     error_received as PermissionError (EACCES), as asyncio; the sentinel behind it arrives."""
-    not_uvloop_oracle(kind, "refuses '<broadcast>' at the call")
     rx_t, rx = await factory(kind)(local_addr=("127.0.0.1", 0))
     tx_t, tx = await factory(kind)(local_addr=("127.0.0.1", 0))
     tx_t.sendto(b"everyone", ("<broadcast>", rx_t.get_extra_info("sockname")[1]))

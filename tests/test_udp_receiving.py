@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import aiouring
-from support.udp import BACKENDS, KINDS, Recorder, factory, not_uvloop_oracle, receive
+from support.udp import BACKENDS, KINDS, Recorder, factory, receive
 
 
 @pytest.fixture(params=KINDS)
@@ -75,12 +75,12 @@ async def test_truncation_is_reported_in_its_place_as_a_recvfrom_reader_sees_it(
     transport.close()
 
 
+@pytest.mark.oracle_differs_on_uvloop("has no pause_reading() on datagram transports")
 async def test_pause_reading_inside_datagram_received_stops_the_batch_and_holds_arrivals(endpoint):
     """Item 29: pause_reading() called in datagram_received takes effect at
     once: the datagrams read with it are not delivered (asyncio delivers 1
     where a batch used to deliver 5), nor those that arrive while paused,
     until resume_reading(); then all of them, in order, none lost."""
-    not_uvloop_oracle(endpoint.kind, "has no pause_reading() on datagram transports")
 
     class Pauser(Recorder):
         def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -110,10 +110,10 @@ async def test_pause_reading_inside_datagram_received_stops_the_batch_and_holds_
         assert await p.lost is None
 
 
+@pytest.mark.oracle_differs_on_uvloop("has no pause_reading() on datagram transports")
 async def test_pause_and_resume_reading_from_outside_keep_order(endpoint):
     """Item 29: paused from outside a callback, with datagrams queued in the
     kernel and some already read: nothing lost, nothing repeated, in order."""
-    not_uvloop_oracle(endpoint.kind, "has no pause_reading() on datagram transports")
     transport, protocol = await endpoint(local_addr=("127.0.0.1", 0))
     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     witness_t, witness = await endpoint(local_addr=("127.0.0.1", 0))
@@ -187,11 +187,11 @@ async def test_an_exception_in_datagram_received_is_logged_and_the_endpoint_goes
         reports.restore()
 
 
+@pytest.mark.oracle_differs_on_uvloop("does not receive after connection_made raised")
 async def test_an_exception_in_connection_made_is_logged_and_the_factory_returns(endpoint):
     """Item 31: as asyncio, create_datagram_endpoint still returns the
     transport, the exception reaches the loop's exception handler, and the
     endpoint works."""
-    not_uvloop_oracle(endpoint.kind, "does not receive after connection_made raised")
     reports = Reports()
 
     class Boom(Recorder):

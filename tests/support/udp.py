@@ -89,15 +89,6 @@ def on_uvloop() -> bool:
     return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
-def not_uvloop_oracle(kind: str, why: str) -> None:
-    """Skip when the oracle would be uvloop's own endpoint, which differs
-    from asyncio's on this point (``why``): asyncio's endpoint is the oracle."""
-    import pytest
-
-    if kind == "asyncio-stdlib" and on_uvloop():
-        pytest.skip(f"uvloop's own endpoint {why}; asyncio's endpoint (on the stdlib loop) is the oracle")
-
-
 def writable(sock: Any) -> bool:
     """Whether the kernel would take a datagram from ``sock`` now (POLLOUT)."""
     p = select.poll()
