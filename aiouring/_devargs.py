@@ -11,9 +11,14 @@ import ipaddress
 import pwd
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Union
 
 __all__ = [
+    "AddressArg",
+    "Addresses",
+    "Mode",
+    "RouteArg",
+    "Routes",
     "Interface",
     "IPAddress",
     "IPNetwork",
@@ -36,6 +41,15 @@ __all__ = [
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Mode = Literal["tun", "tap"]
+# What the device arguments take: one address ("10.0.0.1/24", "fd00::1/64",
+# an ipaddress interface, or an address taken as a host) or any iterable of
+# them; one route (a destination like "10.9.0.0/16", an ipaddress network,
+# a Route) or any iterable of them.  None is none.
+AddressArg = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
+Addresses = Union[AddressArg, Iterable[AddressArg], None]
+RouteArg = Union[str, ipaddress.IPv4Network, ipaddress.IPv6Network, "Route"]
+Routes = Union[RouteArg, Iterable[RouteArg], None]
 
 MIN_MTU = 68  # the IPv4 minimum (RFC 791); a device may refuse more (the kernel says)
 MAX_MTU = 65535
@@ -177,6 +191,11 @@ class Route:
     gateway: IPAddress | None = None
     metric: int | None = None
     table: int | None = None
+
+    if TYPE_CHECKING:
+        # the constructor also takes strings, which __post_init__ parses
+        def __init__(self, destination: IPNetwork | str, gateway: IPAddress | str | None = None,
+                     metric: int | None = None, table: int | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         dst = _network(self.destination)

@@ -107,7 +107,6 @@ class EngineBase:
     """What both backends share (see the module docstring)."""
 
     backend = "?"
-    in_flight: int
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -173,6 +172,10 @@ class EngineBase:
 
     def _submit(self) -> None:
         pass
+
+    @property
+    def in_flight(self) -> int:
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError

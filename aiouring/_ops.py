@@ -19,7 +19,7 @@ import asyncio
 import errno
 import os
 import stat
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar, cast
 
 from . import _validate as check
 from ._engine import UringEngine
@@ -29,6 +29,7 @@ from .errors import ClosedError, oserror
 __all__ = ["ReadinessOps", "UringOps"]
 
 OnLate = Callable[[Any], Any]
+T = TypeVar("T")
 
 
 class _Op:
@@ -74,32 +75,32 @@ class UringOps:
         self.engine = engine
 
     async def nop(self) -> int:
-        return await self._wait(self._submit("nop", -1, None, None, self.engine.kernel.prep_nop))
+        return cast(int, await self._wait(self._submit("nop", -1, None, None, self.engine.kernel.prep_nop)))
 
     async def read(self, fd: int, nbytes: int, offset: int = -1, *, on_late: OnLate | None = None) -> bytes:
         check.fd(fd)
         check.nbytes(nbytes)
         check.offset(offset)
         buf = bytearray(nbytes)
-        return await self._wait(self._submit("read", fd, buf, on_late, self.engine.kernel.prep_read, fd, buf, offset))
+        return cast(bytes, await self._wait(self._submit("read", fd, buf, on_late, self.engine.kernel.prep_read, fd, buf, offset)))
 
     async def readinto(self, fd: int, buffer: Any, offset: int = -1, *, on_late: OnLate | None = None) -> int:
         check.fd(fd)
         check.writable(buffer)
         check.offset(offset)
-        return await self._wait(self._submit("readinto", fd, buffer, on_late, self.engine.kernel.prep_read, fd, buffer, offset))
+        return cast(int, await self._wait(self._submit("readinto", fd, buffer, on_late, self.engine.kernel.prep_read, fd, buffer, offset)))
 
     async def readv(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: OnLate | None = None) -> int:
         check.fd(fd)
         buffers = [check.writable(b) for b in buffers]
         check.offset(offset)
-        return await self._wait(self._submit("readv", fd, buffers, on_late, self.engine.kernel.prep_readv, fd, buffers, offset))
+        return cast(int, await self._wait(self._submit("readv", fd, buffers, on_late, self.engine.kernel.prep_readv, fd, buffers, offset)))
 
     async def write(self, fd: int, data: Any, offset: int = -1, *, on_late: OnLate | None = None) -> int:
         check.fd(fd)
         check.bytes_like(data)
         check.offset(offset)
-        return await self._wait(self._submit("write", fd, data, on_late, self.engine.kernel.prep_write, fd, data, offset))
+        return cast(int, await self._wait(self._submit("write", fd, data, on_late, self.engine.kernel.prep_write, fd, data, offset)))
 
     async def writev(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: OnLate | None = None) -> int:
         check.fd(fd)
@@ -107,7 +108,7 @@ class UringOps:
         for b in buffers:
             check.bytes_like(b)
         check.offset(offset)
-        return await self._wait(self._submit("writev", fd, buffers, on_late, self.engine.kernel.prep_writev, fd, buffers, offset))
+        return cast(int, await self._wait(self._submit("writev", fd, buffers, on_late, self.engine.kernel.prep_writev, fd, buffers, offset)))
 
     def _submit(self, kind: str, fd: int, buffer: Any, on_late: OnLate | None, prep: Callable[..., Any], *args: Any) -> _Op:
         """Prepare one SQE and register its op; nothing is registered if preparing fails."""
@@ -190,7 +191,7 @@ class ReadinessOps:
             return await self._io("w", fd, os.pwritev, fd, buffers, offset)
         return await self._io("w", fd, os.writev, fd, buffers)
 
-    async def _io(self, direction: str, fd: int, call: Callable[..., Any], *args: Any) -> Any:
+    async def _io(self, direction: str, fd: int, call: Callable[..., T], *args: Any) -> T:
         engine = self.engine
         engine.check_open()
         engine.started += 1

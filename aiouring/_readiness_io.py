@@ -101,7 +101,7 @@ class ReadinessSink(SinkBase):
         super().__init__(engine, fd, kind, on_error, on_progress, flags)
         self._syscalls = batch
 
-    def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
+    def _hand_over(self, data: list[bytes], lens: array[int], addrs: list[bytes], alens: array[int], nbytes: int) -> int:
         joined = b"".join(data)
         datagrams = self.kind == KIND_DATAGRAM
         done, writes, refused, events, seg = self._syscalls.send(

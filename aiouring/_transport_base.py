@@ -135,7 +135,7 @@ class RingTransportBase:
             self._set_state(State.OPEN)
             self._made = True
             self._call(self._protocol.connection_made, self)
-            if self._state is State.OPEN and not self._read_paused:
+            if self._state is State.OPEN and not self._read_paused:  # type: ignore[comparison-overlap]  # connection_made() may have closed it; mypy keeps the narrowing from above
                 self._arm()
         if waiter is not None and not waiter.done():
             if self._made:
@@ -206,7 +206,7 @@ class RingTransportBase:
 
     def get_write_buffer_size(self) -> int:
         """Bytes written and not yet completed by the kernel."""
-        return self._sink.buffered  # type: ignore[no-any-return]
+        return self._sink.buffered  # type: ignore[no-any-return]  # _sink: a PacketSink or DatagramSink, typed Any
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._low_water, self._high_water

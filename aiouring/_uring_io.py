@@ -9,7 +9,7 @@ from typing import Any
 from ._engine import UringEngine
 from ._native import BR_GRO, BR_RECVMSG, BR_VNET, F_MORE, KIND_DATAGRAM, POLLOUT
 from .errors import ClosedError, oserror
-from .packet_io import FATAL_RECEIVE_ERRNOS, REARM_ERRNOS, OnError, OnPackets, OnProgress, OnStopped, SinkBase
+from .packet_io import FATAL_RECEIVE_ERRNOS, REARM_ERRNOS, OnDatagrams, OnError, OnPackets, OnProgress, OnStopped, SinkBase
 from .sockaddr import from_sockaddr
 
 __all__ = ["UringDatagramSource", "UringPacketSource", "UringSink"]
@@ -22,7 +22,7 @@ class UringPacketSource:
     datagrams = False
     _overhead = 0  # buffer bytes beyond the packet itself
 
-    def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None, split: bool = False) -> None:
+    def __init__(self, engine: UringEngine, fd: int, bufsize: int, on_packets: OnPackets | OnDatagrams, on_stopped: OnStopped, mode: str, buffers: int, on_error: OnError | None = None, split: bool = False) -> None:
         """``split``: a TUN read starts with a virtio header (super-packets
         are split into their segments); a datagram carries a UDP_GRO segment
         size (split by it)."""
@@ -217,7 +217,7 @@ class UringSink(SinkBase):
     def in_kernel(self) -> bool:
         return self._batches > 0 or self._poll_ud is not None
 
-    def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
+    def _hand_over(self, data: list[bytes], lens: array[int], addrs: list[bytes], alens: array[int], nbytes: int) -> int:
         engine: UringEngine = self.engine
         kernel = engine.kernel
         joined = b"".join(data)

@@ -10,12 +10,13 @@ from typing import Any, Literal, Union
 from .errors import UnsupportedError
 from .ring import ReadinessRing, Ring
 
-__all__ = ["AnyRing", "Backend", "BACKENDS", "choose_backend", "get_ring", "open_ring"]
+__all__ = ["AnyRing", "Backend", "BACKENDS", "Chosen", "choose_backend", "get_ring", "open_ring"]
 
 logger = logging.getLogger("aiouring")
 
 AnyRing = Union[Ring, ReadinessRing]
 Backend = Literal["auto", "uring", "epoll"]
+Chosen = Literal["uring", "epoll"]  # what "auto" turns into
 EndpointKind = Literal["tun", "udp"]
 BACKENDS: tuple[str, ...] = ("auto", "uring", "epoll")
 
@@ -23,7 +24,7 @@ BACKENDS: tuple[str, ...] = ("auto", "uring", "epoll")
 # why: the figures are this project's bounce and tunnel benchmarks on kernel
 # 6.18 (README, "Benchmarks"); the tie-breaker is the io_uring path, which
 # submits TUN and UDP writes of one loop iteration in one system call.
-AUTO_CHOICE: dict[str, tuple[str, str]] = {
+AUTO_CHOICE: dict[str, tuple[Chosen, str]] = {
     "tun": ("uring", "io_uring: TUN writes batched into the loop's one io_uring_enter (bounce benchmark)"),
     "udp": ("uring", "io_uring: one multishot recvmsg and batched sends (tunnel benchmark)"),
 }
@@ -66,7 +67,7 @@ def open_ring(backend: Backend = "auto", *, loop: asyncio.AbstractEventLoop | No
         return ReadinessRing(loop=loop, warn_unclosed=options.get("warn_unclosed", True))
 
 
-def choose_backend(backend: Backend, kind: EndpointKind) -> tuple[str, str]:
+def choose_backend(backend: Backend, kind: EndpointKind) -> tuple[Chosen, str]:
     """(``"uring"`` or ``"epoll"``, why) for an endpoint of ``kind`` asked
     for with ``backend``."""
     _check_backend(backend)
@@ -76,7 +77,7 @@ def choose_backend(backend: Backend, kind: EndpointKind) -> tuple[str, str]:
 
     info = probe()
     if not info.io_uring:
-        choice = ("epoll", f"io_uring unavailable: {info.reason}")
+        choice: tuple[Chosen, str] = ("epoll", f"io_uring unavailable: {info.reason}")
         level = logging.WARNING
     else:
         choice = AUTO_CHOICE[kind]

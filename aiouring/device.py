@@ -19,19 +19,31 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar, Union
 
 from . import _devargs as args
 from . import _netlink as nl
 from . import _tunioctl as tio
-from ._devargs import Route
+from ._devargs import AddressArg, Addresses, IPAddress, Mode, Route, RouteArg, Routes
 from ._devnet import Session, run
 from ._tunioctl import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN, IFF_VNET_HDR, IFREQ, TUNGETIFF
 from ._tunioctl import TUNGETVNETHDRSZ, TUNSETGROUP, TUNSETIFF, TUNSETOFFLOAD, TUNSETOWNER, TUNSETPERSIST
 
-__all__ = ["TunDevice", "Route", "LinkCounters", "validate_ifname", "IFNAMSIZ"]
+__all__ = ["TunDevice", "Route", "LinkCounters", "validate_ifname", "IFNAMSIZ", "FdOrFile", "Mode"]
 
 T = TypeVar("T")
+
+
+class _FileLike(Protocol):
+    """An open file or socket: its fd is duplicated, then it is closed."""
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> object: ...
+
+
+# What ``adopt`` (and ``fd=`` of the factories) takes: an fd or an object with one.
+FdOrFile = Union[int, _FileLike]
 
 IFNAMSIZ = 16
 MAX_QUEUES = 256  # MAX_TAP_QUEUES in drivers/net/tun.c
@@ -105,7 +117,7 @@ class TunDevice:
     ``CancelledError``.  They need only the interface's name, not an open fd.
     """
 
-    def __init__(self, fd: int, name: str, mode: str = "tun", packet_info: bool = False, mtu: int = 1500,
+    def __init__(self, fd: int, name: str, mode: Mode = "tun", packet_info: bool = False, mtu: int = 1500,
                  vnet_hdr: bool = False, *, multi_queue: bool = False, persistent: bool = False,
                  vnet_hdr_size: int = VNET_HEADER) -> None:
         self._fd = fd
@@ -122,7 +134,7 @@ class TunDevice:
     # -- opening --------------------------------------------------------------
 
     @classmethod
-    def open(cls, name: str | None = None, *, mode: str = "tun", packet_info: bool = False,
+    def open(cls, name: str | None = None, *, mode: Mode = "tun", packet_info: bool = False,
              multi_queue: bool = False, vnet_hdr: bool = False, persist: bool = False,
              owner: int | str | None = None, group: int | str | None = None) -> "TunDevice":
         """Create a TUN/TAP interface, or attach to an existing persistent one
@@ -179,7 +191,7 @@ class TunDevice:
             raise
 
     @classmethod
-    def adopt(cls, fd_or_file: Any) -> "TunDevice":
+    def adopt(cls, fd_or_file: FdOrFile) -> "TunDevice":
         """Take ownership of a TUN/TAP fd that is already open (an ``int`` or an
         object with ``fileno()``, which is closed after its fd is duplicated).
         The fd is switched to non-blocking; ``mode``, ``packet_info``,
@@ -197,7 +209,7 @@ class TunDevice:
             if fd is not fd_or_file:
                 os.close(fd)
             raise ValueError(f"fd {fd} is not a TUN/TAP device (TUNGETIFF: {os.strerror(exc.errno or 0)})") from None
-        if fd is not fd_or_file:
+        if not isinstance(fd_or_file, int):  # a file object, whose fd was duplicated
             fd_or_file.close()
         name = struct.unpack(IFREQ, ifr)[0].rstrip(b"\0").decode("utf-8", "surrogateescape")
         os.set_blocking(fd, False)
@@ -214,10 +226,10 @@ class TunDevice:
         )
 
     @classmethod
-    async def create(cls, name: str | None = None, *, mode: str = "tun", packet_info: bool = False,
+    async def create(cls, name: str | None = None, *, mode: Mode = "tun", packet_info: bool = False,
                      multi_queue: bool = False, vnet_hdr: bool = False, persist: bool = False,
                      owner: int | str | None = None, group: int | str | None = None,
-                     mtu: int | None = None, addresses: Any = (), routes: Any = (), up: bool = True,
+                     mtu: int | None = None, addresses: Addresses = (), routes: Routes = (), up: bool = True,
                      txqueuelen: int | None = None, mac: str | bytes | None = None) -> "TunDevice":
         """``open()`` then ``configure()``, with every argument of both checked
         before anything is opened; what ``open`` created is removed again if
@@ -298,7 +310,7 @@ class TunDevice:
 
     # -- interface set-up -----------------------------------------------------
 
-    async def configure(self, *, mtu: int | None = None, addresses: Any = (), routes: Any = (), up: bool = True,
+    async def configure(self, *, mtu: int | None = None, addresses: Addresses = (), routes: Routes = (), up: bool = True,
                         txqueuelen: int | None = None, mac: str | bytes | None = None) -> None:
         """Bring the interface to the state asked for, changing only what is
         not so already: a persistent device that root configured can be
@@ -374,7 +386,7 @@ class TunDevice:
         value = args.parse_mac(mac, self.mode)
         await self._run("set_mac", lambda s: s.set_mac(s.link(), value))
 
-    async def add_address(self, address: Any, *, peer: Any = None) -> None:
+    async def add_address(self, address: AddressArg, *, peer: AddressArg | None = None) -> None:
         """Add an address: ``"10.0.0.1/24"``, ``"fd00::1/64"``, an ``ipaddress``
         interface or address.  ``peer=``: the other end of a point-to-point
         link (``add_address("10.0.0.1", peer="10.0.0.2")``; the prefix length
@@ -383,13 +395,13 @@ class TunDevice:
         iface, other, prefixlen = args.parse_peer(address, peer)
         await self._run("add_address", lambda s: s.address(True, s.link(), iface, other, prefixlen))
 
-    async def remove_address(self, address: Any, *, peer: Any = None) -> None:
+    async def remove_address(self, address: AddressArg, *, peer: AddressArg | None = None) -> None:
         """Remove an address added with the same arguments.  Raises ``OSError``
         (``EADDRNOTAVAIL``) if the interface does not have it."""
         iface, other, prefixlen = args.parse_peer(address, peer)
         await self._run("remove_address", lambda s: s.address(False, s.link(), iface, other, prefixlen))
 
-    async def add_route(self, destination: Any, *, gateway: Any = None, metric: int | None = None,
+    async def add_route(self, destination: RouteArg, *, gateway: IPAddress | str | None = None, metric: int | None = None,
                         table: int | None = None) -> None:
         """Route ``destination`` (``"10.9.0.0/16"``, ``"fd09::/64"``,
         ``"0.0.0.0/0"``) through this interface, see ``Route``.  The link must
@@ -397,7 +409,7 @@ class TunDevice:
         route = _route(destination, gateway, metric, table)
         await self._run("add_route", lambda s: s.route(True, s.link(), route))
 
-    async def remove_route(self, destination: Any, *, gateway: Any = None, metric: int | None = None,
+    async def remove_route(self, destination: RouteArg, *, gateway: IPAddress | str | None = None, metric: int | None = None,
                            table: int | None = None) -> None:
         """Remove a route through this interface (the first that matches the
         arguments given).  Raises ``OSError`` (``ESRCH``) if there is none."""

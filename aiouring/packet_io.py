@@ -241,7 +241,7 @@ class SinkBase:
         self._data, self._lens, self._addrs, self._alens = [], array("I"), [], array("H")
         self._pending_bytes = 0
 
-    def _hand_over(self, data: list[bytes], lens: array, addrs: list[bytes], alens: array, nbytes: int) -> int:
+    def _hand_over(self, data: list[bytes], lens: array[int], addrs: list[bytes], alens: array[int], nbytes: int) -> int:
         raise NotImplementedError
 
     @property

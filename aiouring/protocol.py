@@ -27,7 +27,7 @@ class TunProtocol(asyncio.BaseProtocol):
         for packet in packets:
             self.packet_received(packet)
 
-    def error_received(self, exc: Exception) -> None:
+    def error_received(self, exc: OSError) -> None:
         """A write of one packet failed (``exc`` is the ``OSError``); the
         transport stays open."""
 
@@ -45,16 +45,16 @@ class PacketQueueProtocol(TunProtocol):
         self._loop = loop
         self.transport: Any = None
         self.queue: deque[bytes] = deque()
-        self.waiters: deque[asyncio.Future] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self._max_queued = max_queued
         self._resume_at = max_queued // 2
         self._reading_paused = False
         self._writing_paused = False
-        self._drain_waiters: list[asyncio.Future] = []
-        self.write_errors: deque[Exception] = deque()
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.write_errors: deque[OSError] = deque()
         self.lost = False
         self.lost_exc: BaseException | None = None
-        self.closed_fut: asyncio.Future = loop.create_future()
+        self.closed_fut: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -88,7 +88,7 @@ class PacketQueueProtocol(TunProtocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def error_received(self, exc: Exception) -> None:
+    def error_received(self, exc: OSError) -> None:
         self.write_errors.append(exc)
 
     def pause_writing(self) -> None:

@@ -19,15 +19,23 @@ Everything they make is closed after the test::
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+import asyncio
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
+
+if TYPE_CHECKING:
+    import pytest
+
+    from .transport import TunTransport
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio
-    pytest_asyncio = None  # type: ignore[assignment]
+    pytest_asyncio = None  # type: ignore[assignment]  # the module or None, tested below
 
 if pytest_asyncio is not None:
-    from .testing import FakePeer, FakeRing, FakeTun, fake_tun as _fake_tun, fake_tun_connection as _fake_tun_connection
+    from .testing import FakePeer, FakeRing, FakeTun, FakeTunConnector, fake_tun as _fake_tun, fake_tun_connection as _fake_tun_connection
 
     @pytest_asyncio.fixture
     async def fake_ring() -> AsyncIterator[FakeRing]:
@@ -54,16 +62,16 @@ if pytest_asyncio is not None:
             pair.ring.close()
 
     @pytest_asyncio.fixture(name="fake_tun_connection")
-    async def fake_tun_connection_fixture() -> AsyncIterator[Callable[..., Awaitable[tuple[Any, Any, FakePeer]]]]:
+    async def fake_tun_connection_fixture() -> AsyncIterator[FakeTunConnector]:
         """``await fake_tun_connection(protocol_factory, **options)`` connects
         your ``TunProtocol`` to the production ``TunTransport`` on a fake TUN
         and returns ``(transport, protocol, peer)`` (options as
         ``aiouring.testing.fake_tun_connection``: ``name``, ``mtu``, ``mode``,
         ``offload``).  Every transport it made is aborted and its ring closed
         after the test."""
-        made: list[tuple[Any, FakeRing]] = []
+        made: list[tuple[TunTransport, FakeRing]] = []
 
-        async def connect(protocol_factory: Callable[[], Any], **options: Any) -> tuple[Any, Any, FakePeer]:
+        async def connect(protocol_factory: Callable[[], P], **options: Any) -> tuple[TunTransport, P, FakePeer]:
             ring = options.pop("ring", None) or FakeRing()
             transport, protocol, peer = await _fake_tun_connection(protocol_factory, ring=ring, **options)
             made.append((transport, ring))
@@ -78,5 +86,5 @@ if pytest_asyncio is not None:
                 ring.close()
 
 
-def pytest_configure(config: Any) -> None:
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "aiouring: tests using aiouring's fake ring fixtures")

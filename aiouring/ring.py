@@ -22,7 +22,7 @@ import asyncio
 import socket
 import warnings
 import weakref
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 from . import _validate as check
 from ._engine import EngineBase, UringEngine, loop_for
@@ -31,7 +31,10 @@ from ._ops import OnLate, ReadinessOps, UringOps
 from ._readiness import ReadinessEngine
 from ._readiness_io import ReadinessDatagramSource, ReadinessPacketSource, ReadinessSink
 from ._uring_io import UringDatagramSource, UringPacketSource, UringSink
-from .packet_io import DatagramSink, OnDatagrams, OnError, OnPackets, OnProgress, OnStopped, PacketSink, PacketSource
+from .packet_io import DatagramSink, OnDatagrams, OnError, OnPackets, OnProgress, OnStopped, PacketSink, PacketSource, SinkBase
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
 
 __all__ = ["ReadinessRing", "Ring", "RingBase", "ReadMode", "SetupMode", "live_rings"]
 
@@ -53,7 +56,7 @@ class RingBase:
 
     backend: ClassVar[str]
     _engine: EngineBase
-    _ops: Any
+    _ops: UringOps | ReadinessOps
 
     def __init__(self, warn_unclosed: bool) -> None:
         self._warn_on_gc = warn_unclosed
@@ -72,40 +75,40 @@ class RingBase:
     @property
     def in_flight(self) -> int:
         """Ops, armed reads and write batches the kernel (or the loop) still holds."""
-        return 0 if self._engine.closed else self._engine.in_flight  # type: ignore[attr-defined,no-any-return]
+        return 0 if self._engine.closed else self._engine.in_flight
 
     # -- awaitable ops (see aiouring._ops for cancellation) ------------------------
 
     async def nop(self) -> int:
         """A no-op round trip; returns 0."""
-        return await self._ops.nop()  # type: ignore[no-any-return]
+        return await self._ops.nop()
 
     async def read(self, fd: int, nbytes: int, offset: int = -1, *, on_late: OnLate | None = None) -> bytes:
         """Read at most ``nbytes`` (0 to 2**31-4096) from ``fd`` (like ``os.read``;
         ``offset`` -1 means the file position).  Returns ``b""`` at end of
         file; raises the ``OSError`` subclass of the kernel's errno.  Data
         read despite a cancellation goes to ``on_late``."""
-        return await self._ops.read(fd, nbytes, offset, on_late=on_late)  # type: ignore[no-any-return]
+        return await self._ops.read(fd, nbytes, offset, on_late=on_late)
 
-    async def readinto(self, fd: int, buffer: Any, offset: int = -1, *, on_late: OnLate | None = None) -> int:
+    async def readinto(self, fd: int, buffer: Buffer, offset: int = -1, *, on_late: OnLate | None = None) -> int:
         """Read into a writable bytes-like ``buffer``; returns the byte count.
         The buffer belongs to the kernel until the op completes, even if the
         awaiting task is cancelled: do not reuse it before ``on_late`` or a
         later op tells you it is done."""
-        return await self._ops.readinto(fd, buffer, offset, on_late=on_late)  # type: ignore[no-any-return]
+        return await self._ops.readinto(fd, buffer, offset, on_late=on_late)
 
-    async def readv(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: OnLate | None = None) -> int:
+    async def readv(self, fd: int, buffers: Sequence[Buffer], offset: int = -1, *, on_late: OnLate | None = None) -> int:
         """Scatter-read into writable buffers (like ``os.readv``); returns the byte count."""
-        return await self._ops.readv(fd, buffers, offset, on_late=on_late)  # type: ignore[no-any-return]
+        return await self._ops.readv(fd, buffers, offset, on_late=on_late)
 
-    async def write(self, fd: int, data: Any, offset: int = -1, *, on_late: OnLate | None = None) -> int:
+    async def write(self, fd: int, data: Buffer, offset: int = -1, *, on_late: OnLate | None = None) -> int:
         """Write a bytes-like ``data`` (like ``os.write``); returns the byte
         count, which for a stream may be short."""
-        return await self._ops.write(fd, data, offset, on_late=on_late)  # type: ignore[no-any-return]
+        return await self._ops.write(fd, data, offset, on_late=on_late)
 
-    async def writev(self, fd: int, buffers: Sequence[Any], offset: int = -1, *, on_late: OnLate | None = None) -> int:
+    async def writev(self, fd: int, buffers: Sequence[Buffer], offset: int = -1, *, on_late: OnLate | None = None) -> int:
         """Gather-write bytes-like buffers (like ``os.writev``); returns the byte count."""
-        return await self._ops.writev(fd, buffers, offset, on_late=on_late)  # type: ignore[no-any-return]
+        return await self._ops.writev(fd, buffers, offset, on_late=on_late)
 
     # -- packet I/O (see aiouring.packet_io) ---------------------------------------------
 
@@ -190,7 +193,7 @@ class RingBase:
     def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int, gro: bool) -> PacketSource:
         raise NotImplementedError
 
-    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
+    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> SinkBase:
         raise NotImplementedError
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -198,7 +201,7 @@ class RingBase:
     def close(self) -> None:
         """Cancel everything in flight and free the ring; awaiting callers
         get ``ClosedError``.  Idempotent; never hangs."""
-        self._engine.close()  # type: ignore[attr-defined]
+        self._engine.close()
 
     async def aclose(self) -> None:
         """``close()``, then let the callbacks it scheduled run."""
@@ -269,23 +272,27 @@ class Ring(RingBase):
     @property
     def counters(self) -> tuple[int, int]:
         """(SQEs submitted, CQEs reaped) over the ring's life."""
-        return self._engine.kernel.counters  # type: ignore[no-any-return]
+        counters: tuple[int, int] = self._engine.kernel.counters
+        return counters
 
     @property
     def submit_calls(self) -> int:
         """``io_uring_enter`` calls made to submit, over the ring's life (one
         per loop iteration that had something to submit)."""
-        return self._engine.kernel.submit_calls  # type: ignore[no-any-return]
+        submit_calls: int = self._engine.kernel.submit_calls
+        return submit_calls
 
     @property
     def setup(self) -> str:
-        return self._engine.kernel.setup  # type: ignore[no-any-return]
+        setup: str = self._engine.kernel.setup
+        return setup
 
     @property
     def overflows(self) -> int:
         """Times the completion queue was found overflowed (no CQE is lost:
         the kernel keeps them and the next reap flushes them)."""
-        return self._engine.kernel.overflows  # type: ignore[no-any-return]
+        overflows: int = self._engine.kernel.overflows
+        return overflows
 
     def _read_mode(self, mode: Any) -> str:
         check.choice("read_mode", mode, ("auto", "multishot", "single"))
@@ -299,9 +306,9 @@ class Ring(RingBase):
         return UringPacketSource(self._engine, fd, bufsize, on_packets, on_stopped, mode, buffers, split=vnet)
 
     def _datagram_source(self, fd: int, bufsize: int, on_datagrams: OnDatagrams, on_stopped: OnStopped, on_error: OnError, buffers: int, gro: bool) -> PacketSource:
-        return UringDatagramSource(self._engine, fd, bufsize, on_datagrams, on_stopped, "multishot", buffers, on_error, split=gro)  # type: ignore[arg-type]
+        return UringDatagramSource(self._engine, fd, bufsize, on_datagrams, on_stopped, "multishot", buffers, on_error, split=gro)
 
-    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
+    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> SinkBase:
         return UringSink(self._engine, fd, kind, on_error, on_progress, flags)
 
 
@@ -340,5 +347,5 @@ class ReadinessRing(RingBase):
         self._engine.started += 1
         return ReadinessDatagramSource(self._engine, self._syscalls, fd, bufsize, on_datagrams, on_stopped, on_error, self._drain_limit, gro)
 
-    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> Any:
+    def _sink(self, fd: int, kind: int, on_error: OnError, on_progress: OnProgress, flags: int) -> SinkBase:
         return ReadinessSink(self._engine, self._syscalls, fd, kind, on_error, on_progress, flags)

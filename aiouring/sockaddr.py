@@ -21,9 +21,20 @@ import operator
 import os
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-__all__ = ["from_sockaddr", "to_sockaddr"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
+
+__all__ = ["Address", "HostPort", "from_sockaddr", "to_sockaddr"]
+
+# A destination for sendto: (host, port), (host, port, flowinfo, scope_id)
+# for AF_INET6, or an AF_UNIX path (str, or bytes-like for the abstract
+# namespace); what socket.sendto takes.
+Address = Union[tuple[Any, ...], str, "Buffer"]
+# An endpoint's local or remote address before resolution: (host, port) as
+# loop.getaddrinfo takes them (host None: the wildcard), or an AF_UNIX path.
+HostPort = Union[tuple[Union[str, bytes, None], Union[int, str, bytes, None]], str]
 
 _FAMILY = struct.Struct("=H")
 _IN6_TAIL = struct.Struct("=I")
@@ -77,10 +88,10 @@ def _cache_key(addr: Any, family: int) -> tuple[int, Any] | None:
 def _port(port: Any) -> int:
     """The port as parsed, before the host is resolved: int-like (no float)
     and within a C int, else the errors CPython's parser raises."""
-    port = operator.index(port)
-    if not -(1 << 31) <= port < (1 << 31):
+    index = operator.index(port)
+    if not -(1 << 31) <= index < (1 << 31):
         raise OverflowError("sendto(): port must be 0-65535.")
-    return port
+    return index
 
 
 def _check_port(port: int) -> None:

@@ -6,16 +6,20 @@ import errno
 import logging
 import os
 import struct
-from typing import Any, Callable, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, TypeVar, Union
 
 from . import offload as _offload
 from ._native.offload import checksum
 from .backends import AnyRing, Backend, choose_backend, get_ring
-from .device import TunDevice
+from .device import FdOrFile, TunDevice
+from ._devargs import Addresses, Mode, Routes
 from .errors import ClosedError
 from .protocol import TunProtocol
 from .ring import ReadMode
 from ._transport_base import RingTransportBase, State
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
 
 __all__ = ["Offload", "TunTransport", "create_tun_connection"]
 
@@ -66,7 +70,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         loop: asyncio.AbstractEventLoop,
         ring: AnyRing,
         device: TunDevice,
-        protocol: Any,
+        protocol: asyncio.BaseProtocol,
         *,
         waiter: asyncio.Future[None] | None = None,
         read_mode: ReadMode = "auto",
@@ -145,7 +149,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
 
         source = self._ring.packet_source(
             self._fd, _VNET_READ if self._vnet else self._device.read_size, self._on_records, stopped,
-            mode=self._read_mode, buffers=self._read_buffers, vnet=self._vnet,  # type: ignore[arg-type]
+            mode=self._read_mode, buffers=self._read_buffers, vnet=self._vnet,  # type: ignore[arg-type]  # a mode ring.read_mode() returned (a str)
         )
         return source
 
@@ -154,7 +158,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
 
     # -- writing ------------------------------------------------------------------
 
-    def write(self, data: Any) -> None:
+    def write(self, data: Buffer) -> None:
         """Send one packet.  Raises ``TypeError`` for a non-bytes-like,
         ``ValueError`` for an empty packet or one larger than
         ``get_extra_info("mtu")`` plus the device's headers, ``ClosedError``
@@ -166,7 +170,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
         if not self._protocol_paused and self._sink.buffered > self._high_water:
             self._maybe_pause_protocol()
 
-    def check_packet(self, data: Any) -> bytes:
+    def check_packet(self, data: Buffer) -> bytes:
         """``data`` as the ``bytes`` ``write`` would take, or the exception
         ``write`` would raise for it.  (The largest packet is the MTU plus the
         device's own headers: ``tun_pi``, Ethernet; not the virtio header,
@@ -190,7 +194,7 @@ class TunTransport(RingTransportBase, asyncio.Transport):
             )
         return data
 
-    def writelines(self, packets: Any) -> None:
+    def writelines(self, packets: Iterable[Buffer]) -> None:
         """Write each packet of an iterable (each one a whole packet)."""
         for packet in packets:
             self.write(packet)
@@ -211,13 +215,13 @@ async def create_tun_connection(
     protocol_factory: Callable[[], P],
     name: str | None = None,
     *,
-    fd: Any = None,
+    fd: FdOrFile | None = None,
     device: TunDevice | None = None,
-    mode: str = "tun",
+    mode: Mode = "tun",
     mtu: int | None = None,
     packet_info: bool = False,
-    addresses: Any = (),
-    routes: Any = (),
+    addresses: Addresses = (),
+    routes: Routes = (),
     up: bool = True,
     txqueuelen: int | None = None,
     mac: str | bytes | None = None,
@@ -269,7 +273,7 @@ async def create_tun_connection(
     reason = "the ring given"
     if ring is None:
         chosen, reason = choose_backend(backend, "tun")
-        ring = get_ring(chosen)  # type: ignore[arg-type]
+        ring = get_ring(chosen)
     ring.read_mode(read_mode)  # a bad mode is refused before a device is opened
     want = _want_offload(offload, mode, packet_info)
     if device is None:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, cast
 
 from .backends import AnyRing, Backend
-from .device import TunDevice
+from .device import FdOrFile, Mode, TunDevice
+from ._devargs import Addresses, Routes
 from .errors import ClosedError
 from .protocol import PacketQueueProtocol
 from .ring import ReadMode
 from .transport import Offload, TunTransport, create_tun_connection
 from ._transport_base import TransportStats
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
 
 __all__ = ["Tun", "open_tun"]
 
@@ -63,14 +67,14 @@ class Tun:
         self._protocol = protocol
         self._loop = protocol._loop
         self._closed = False
-        self._name = transport.get_extra_info("name")
+        self._name: str = transport.get_extra_info("name")
 
     # -- opening --------------------------------------------------------------------
 
     @classmethod
     async def from_fd(
         cls,
-        fd_or_file: Any,
+        fd_or_file: FdOrFile,
         *,
         ring: AnyRing | None = None,
         backend: Backend = "auto",
@@ -93,11 +97,13 @@ class Tun:
 
     @property
     def mtu(self) -> int:
-        return self._transport.get_extra_info("mtu")
+        mtu: int = self._transport.get_extra_info("mtu")
+        return mtu
 
     @property
-    def mode(self) -> str:
-        return self._transport.get_extra_info("mode")
+    def mode(self) -> Mode:
+        mode: Mode = self._transport.get_extra_info("mode")
+        return mode
 
     @property
     def transport(self) -> TunTransport:
@@ -107,13 +113,15 @@ class Tun:
     def device(self) -> TunDevice:
         """The ``TunDevice``: its coroutines change the interface while it runs
         (``add_route``, ``add_address``, ``set_mtu``, ``set_up``, ...)."""
-        return self._transport.get_extra_info("device")  # type: ignore[no-any-return]
+        device: TunDevice = self._transport.get_extra_info("device")
+        return device
 
     @property
     def stats(self) -> TransportStats:
         """What this Tun has moved so far (a ``TransportStats`` snapshot; its
         transport's ``get_extra_info("stats")``)."""
-        return self._transport.get_extra_info("stats")  # type: ignore[no-any-return]
+        stats: TransportStats = self._transport.get_extra_info("stats")
+        return stats
 
     @property
     def closed(self) -> bool:
@@ -121,7 +129,8 @@ class Tun:
 
     def fileno(self) -> int:
         self._check_open()
-        return self._transport.get_extra_info("fileno")
+        fd: int = self._transport.get_extra_info("fileno")
+        return fd
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's ``get_extra_info`` (``ring``, ``backend``, ``read_mode``, ...)."""
@@ -227,7 +236,7 @@ class Tun:
 
     # -- writing --------------------------------------------------------------------
 
-    def write(self, packet: Any) -> Awaitable[None]:
+    def write(self, packet: Buffer) -> Awaitable[None]:
         """Write one packet: ``await tun.write(packet)``.
 
         The packet is handed over when ``write`` is called, and the call
@@ -246,7 +255,7 @@ class Tun:
             return proto.drain()
         return _READY
 
-    def write_batch(self, packets: Any) -> Awaitable[None]:
+    def write_batch(self, packets: Iterable[Buffer]) -> Awaitable[None]:
         """Write packets (an iterable of bytes-like), each a whole packet, in
         order.  Every packet is checked before any is written: a bad one
         raises ``ValueError``/``TypeError`` and none is written.  Otherwise as
@@ -362,13 +371,13 @@ class _OpeningTun:
 def open_tun(
     name: str | None = None,
     *,
-    fd: Any = None,
+    fd: FdOrFile | None = None,
     device: TunDevice | None = None,
-    mode: str = "tun",
+    mode: Mode = "tun",
     mtu: int | None = None,
     packet_info: bool = False,
-    addresses: Any = (),
-    routes: Any = (),
+    addresses: Addresses = (),
+    routes: Routes = (),
     up: bool = True,
     txqueuelen: int | None = None,
     mac: str | bytes | None = None,

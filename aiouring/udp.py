@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar
 from . import offload as _offload
 from .backends import AnyRing, Backend, choose_backend, get_ring
 from .offload import Offload
-from .sockaddr import to_sockaddr
+from .sockaddr import Address, HostPort, to_sockaddr
 from ._transport_base import RingTransportBase, State
 
 __all__ = ["DatagramTransport", "create_datagram_endpoint"]
@@ -178,7 +178,7 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
 
     # -- sending -----------------------------------------------------------------------
 
-    def sendto(self, data: Any, addr: Any = None) -> None:
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Address | None = None) -> None:
         """Send one datagram (see the class docstring)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
@@ -216,8 +216,8 @@ class DatagramTransport(RingTransportBase, asyncio.DatagramTransport):
 
 async def create_datagram_endpoint(
     protocol_factory: Callable[[], P],
-    local_addr: Any = None,
-    remote_addr: Any = None,
+    local_addr: HostPort | None = None,
+    remote_addr: HostPort | None = None,
     *,
     family: int = 0,
     proto: int = 0,
@@ -265,7 +265,7 @@ async def create_datagram_endpoint(
     reason = "the ring given"
     if ring is None:
         chosen, reason = choose_backend(backend, "udp")
-        ring = get_ring(chosen)  # type: ignore[arg-type]
+        ring = get_ring(chosen)
     ring.read_mode()  # refuses a closed ring, or one of another loop, before a socket is made
     r_addr = None
     if sock is not None:

@@ -9,7 +9,7 @@ bytes.  ``aiouring.testing.FakeKernel`` implements the same methods.
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import UnsupportedError, check
 
@@ -20,6 +20,8 @@ except ImportError as exc:  # pragma: no cover - a broken install
         "aiouring's native module is not built; reinstall with liburing-dev present "
         "(apt-get install liburing-dev; pip install .)"
     ) from exc
+if TYPE_CHECKING:
+    from ._uring import Ring as _CRing
 
 __all__ = ["NativeRing", "SETUP_MODES", "SyscallBatch", "probe_opcodes", "ffi", "lib"]
 
@@ -104,7 +106,7 @@ class NativeRing:
                 # Out of file descriptors is not "io_uring is unavailable".
                 check(res, "open an io_uring and its eventfd")
             raise _setup_error(-res, mode)
-        self._r = out[0]
+        self._r: _CRing | None = out[0]
         self.eventfd: int = self._r.eventfd
         self.sq_entries: int = self._r.sq_entries
         self.cq_entries: int = self._r.cq_entries

@@ -25,7 +25,7 @@ A test drives it in three ways:
   read (or wait for one), writes complete at once and are collected in
   ``device.written`` (``device.sent`` for datagrams, with addresses).
 """
-from ._fakes import FakePeer, FakeRing, FakeTun, FakeTunDevice, fake_datagram_endpoint, fake_device, fake_tun, fake_tun_connection
+from ._fakes import FakePeer, FakeRing, FakeTun, FakeTunConnector, FakeTunDevice, fake_datagram_endpoint, fake_device, fake_tun, fake_tun_connection
 from ._kernel import FakeDevice, FakeKernel, FakeOp, UseAfterFree
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "FakePeer",
     "FakeRing",
     "FakeTun",
+    "FakeTunConnector",
     "FakeTunDevice",
     "UseAfterFree",
     "fake_datagram_endpoint",

@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, NamedTuple, Protocol, TypeVar
 
 from .. import _validate as check
-from ..device import TunDevice, validate_ifname
+from ..device import Mode, TunDevice, validate_ifname
 from ..protocol import PacketQueueProtocol
 from ..ring import Ring
 from ..transport import TunTransport, create_tun_connection
 from ..tun import Tun
 from ._kernel import FakeDevice, FakeKernel, FakeOp, _errno
 
-__all__ = ["FakePeer", "FakeRing", "FakeTun", "fake_datagram_endpoint", "fake_tun", "fake_tun_connection"]
+if TYPE_CHECKING:
+    from ..udp import DatagramTransport
+
+__all__ = ["FakePeer", "FakeRing", "FakeTun", "FakeTunConnector", "fake_datagram_endpoint", "fake_tun", "fake_tun_connection"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -24,13 +27,13 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 class FakeRing(Ring):
     """The production ``Ring`` over a ``FakeKernel``: no root, no io_uring."""
 
-    backend = "fake"  # type: ignore[assignment]
+    backend = "fake"
 
     def __init__(
         self,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
-        read_mode: str = "multishot",
+        read_mode: Literal["multishot", "single"] = "multishot",
         batch_limit: int = 256,
         buffers_per_group: int | None = None,
         warn_unclosed: bool = True,
@@ -48,7 +51,8 @@ class FakeRing(Ring):
 
     @property
     def kernel(self) -> FakeKernel:
-        return self._engine.kernel  # type: ignore[no-any-return]
+        kernel: FakeKernel = self._engine.kernel
+        return kernel
 
     @property
     def cancel_policy(self) -> str:
@@ -162,6 +166,18 @@ class FakeTun(NamedTuple):
     ring: FakeRing
 
 
+class FakeTunConnector(Protocol):
+    """What the ``fake_tun_connection`` fixture is: ``await
+    connect(protocol_factory, **options)`` gives ``(transport, protocol,
+    peer)`` with the factory's protocol type (options as
+    ``fake_tun_connection``)."""
+
+    def __call__(
+        self, protocol_factory: Callable[[], P], *, name: str = ..., mtu: int = ..., mode: Mode = ...,
+        offload: bool = ..., ring: FakeRing | None = ...,
+    ) -> Awaitable[tuple[TunTransport, P, FakePeer]]: ...
+
+
 class FakeTunDevice(TunDevice):
     """A ``TunDevice`` whose fd the fake kernel answers for: offloads are
     "negotiated" with no ioctl, and there is no interface to configure."""
@@ -183,7 +199,7 @@ class FakeTunDevice(TunDevice):
         raise ValueError("a fake TUN has no interface to configure: pass neither addresses, mtu nor up=True")
 
 
-def fake_device(ring: FakeRing, name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun", offload: bool = False) -> tuple[TunDevice, FakeDevice]:
+def fake_device(ring: FakeRing, name: str = "faketun0", *, mtu: int = 1500, mode: Mode = "tun", offload: bool = False) -> tuple[TunDevice, FakeDevice]:
     """A ``TunDevice`` whose fd the fake kernel answers for, with the same
     checks as opening a real one; ``offload``: with a virtio header, as a TUN
     opened for offloads."""
@@ -200,7 +216,7 @@ def fake_device(ring: FakeRing, name: str = "faketun0", *, mtu: int = 1500, mode
 
 
 async def fake_tun_connection(
-    protocol_factory: Callable[[], P], name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun",
+    protocol_factory: Callable[[], P], name: str = "faketun0", *, mtu: int = 1500, mode: Mode = "tun",
     offload: bool = False, ring: FakeRing | None = None,
 ) -> tuple[TunTransport, P, FakePeer]:
     """The production ``TunTransport`` and your protocol on a fake TUN, and
@@ -223,7 +239,7 @@ async def fake_tun_connection(
 
 
 async def fake_tun(
-    name: str = "faketun0", *, mtu: int = 1500, mode: str = "tun", offload: bool = False,
+    name: str = "faketun0", *, mtu: int = 1500, mode: Mode = "tun", offload: bool = False,
     ring: FakeRing | None = None, max_queued: int = 4096,
 ) -> FakeTun:
     """A ``Tun`` on a ``FakeRing`` and the peer that talks to it; no root needed.
@@ -239,8 +255,8 @@ async def fake_tun(
     )
     return FakeTun(Tun(transport, protocol), peer, transport.get_extra_info("ring"))
 async def fake_datagram_endpoint(
-    protocol_factory: Callable[[], Any], local_addr: tuple[str, int] = ("127.0.0.1", 0), remote_addr: tuple[str, int] | None = None, *, ring: FakeRing | None = None
-) -> tuple[Any, Any, FakeDevice]:
+    protocol_factory: Callable[[], P], local_addr: tuple[str, int] = ("127.0.0.1", 0), remote_addr: tuple[str, int] | None = None, *, ring: FakeRing | None = None
+) -> tuple[DatagramTransport, P, FakeDevice]:
     """A UDP endpoint whose I/O goes through a ``FakeRing``: ``(transport,
     protocol, device)``.  ``device.inject_datagram(data, addr)`` delivers a
     datagram; ``device.sent`` lists ``(data, addr)`` the endpoint sent (addr

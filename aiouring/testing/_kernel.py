@@ -319,13 +319,13 @@ class FakeKernel:
                 group = self.groups.get(((ud >> GROUP_SHIFT) & 0xFFFF) - 1)
                 if group is not None:
                     group[1] -= 1  # the buffer is recycled once copied out
-            if off >= 0:
+            if payload is not None:  # (off >= 0)
                 # packets from a buffer ring: handed over in pk, as aiou_reap does
                 # (a vnet TUN's read split into the packets it stands for)
                 if group is not None and group[3] & BR_VNET:
                     del arena[off:]
                     try:
-                        parts = native_offload.split(payload)  # type: ignore[arg-type]
+                        parts = native_offload.split(payload)
                     except ValueError:
                         parts = []
                         self.split_errors += 1
