@@ -2,8 +2,8 @@
 
 Public names live here and nowhere else.
 """
-from .backends import BACKENDS, get_ring, open_ring
-from .device import LinkCounters, Route, TunDevice
+from .backends import BACKENDS, Backend, get_ring, open_ring
+from .device import LinkCounters, Mode, Route, TunDevice
 from .errors import ClosedError, UnsupportedError
 from .offload import Offload
 from .packet_io import DatagramSink, PacketSink, PacketSource
@@ -17,10 +17,12 @@ from ._transport_base import TransportStats
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "ClosedError",
     "DatagramSink",
     "DatagramTransport",
     "LinkCounters",
+    "Mode",
     "Offload",
     "PacketSink",
     "PacketSource",

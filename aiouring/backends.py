@@ -18,7 +18,7 @@ AnyRing = Union[Ring, ReadinessRing]
 Backend = Literal["auto", "uring", "epoll"]
 Chosen = Literal["uring", "epoll"]  # what "auto" turns into
 EndpointKind = Literal["tun", "udp"]
-BACKENDS: tuple[str, ...] = ("auto", "uring", "epoll")
+BACKENDS: tuple[Backend, ...] = ("auto", "uring", "epoll")
 
 # What "auto" picks for each kind of endpoint when io_uring is available, and
 # why: the figures are this project's bounce and tunnel benchmarks on kernel

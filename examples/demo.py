@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import aiouring  # noqa: E402
-from run import bench_namespace, bench_tun, run_one  # noqa: E402
+from run import bench_namespace, bench_tun, run_one  # type: ignore[import-not-found]  # noqa: E402  # benchmarks/run.py, on sys.path above; not type-checked
 
 
 def step(title: str) -> None:
@@ -42,6 +42,7 @@ def main() -> int:
             [sys.executable, os.path.join(HERE, "ping_responder.py"), "--address", "10.7.0.1/24"],
             stdout=subprocess.PIPE, text=True,
         )
+        assert responder.stdout is not None  # stdout=PIPE
         print(responder.stdout.readline().rstrip(), flush=True)
         ping = subprocess.run(["ping", "-c", "5", "-i", "0.2", "10.7.0.5"], text=True)
         responder.terminate()
@@ -73,8 +74,9 @@ def main() -> int:
 
     # benchmarks/tunnel.py, not examples/tunnel.py (which this directory puts first on the path)
     spec_ = importlib.util.spec_from_file_location("tunnel_benchmark", os.path.join(ROOT, "benchmarks", "tunnel.py"))
+    assert spec_ is not None and spec_.loader is not None  # a .py file that exists
     bench = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(bench)  # type: ignore[union-attr]
+    spec_.loader.exec_module(bench)
     A_INNER, A_UNDERLAY, B_INNER, B_UNDERLAY = bench.A_INNER, bench.A_UNDERLAY, bench.B_INNER, bench.B_UNDERLAY
     iperf, start_example, stop = bench.iperf, bench.start_example, bench.stop
 

@@ -57,7 +57,7 @@ class Responder(aiouring.TunProtocol):
 class Worker:
     """One queue, one thread, one event loop."""
 
-    def __init__(self, index: int, queue: aiouring.TunDevice, backend: str, core: int | None) -> None:
+    def __init__(self, index: int, queue: aiouring.TunDevice, backend: aiouring.Backend, core: int | None) -> None:
         self.index = index
         self.queue = queue
         self.backend = backend
@@ -94,7 +94,7 @@ class Worker:
     def request_stop(self) -> None:
         loop, stop = self.loop, self.stop
         if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+            loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
 
 
 RUN: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run

@@ -44,7 +44,7 @@ class PingResponder(aiouring.TunProtocol):
             self.closed.set_result(exc)
 
 
-async def serve(address: str, name: str | None, backend: str, duration: float | None) -> PingResponder:
+async def serve(address: str, name: str | None, backend: aiouring.Backend, duration: float | None) -> PingResponder:
     transport, responder = await aiouring.create_tun_connection(
         PingResponder, name, addresses=[address], backend=backend
     )
@@ -55,7 +55,7 @@ async def serve(address: str, name: str | None, backend: str, duration: float | 
     )
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        asyncio.get_running_loop().add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     try:
         await asyncio.wait_for(asyncio.shield(stop), duration)
     except asyncio.TimeoutError:

@@ -31,7 +31,7 @@ def reflect(packet: bytes) -> bytes | None:
     return bytes(out)
 
 
-async def run(address: str, backend: str, duration: float | None) -> int:
+async def run(address: str, backend: aiouring.Backend, duration: float | None) -> int:
     reflected = 0
     async with await aiouring.open_tun(addresses=[address], backend=backend) as tun:
         print(f"ready: reflecting packets for {address} on {tun.name} (backend={tun.get_extra_info('backend')})", flush=True)

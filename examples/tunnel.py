@@ -238,7 +238,7 @@ class Tunnel:
         self.udp: Any = None
         self.closers: list[Any] = []
         self.closing = False
-        self.failed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def count(self, reason: str) -> None:
         self.stats[reason] = self.stats.get(reason, 0) + 1
@@ -294,6 +294,7 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
     listen = _hostport(args.listen)
     loop = asyncio.get_running_loop()
     mtu = args.mtu
+    udp_t: asyncio.DatagramTransport
     try:
         if args.io == "aiouring":
             udp_t, _ = await aiouring.create_datagram_endpoint(
@@ -480,7 +481,7 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     await asyncio.sleep(0)  # let connection_made and any immediate failure run before saying ready
     if not tunnel.failed.done():
         print(f"ready: {name} {args.address} <-> {args.peer or 'any peer'} over UDP {args.listen} ({mode}, io={args.io})", flush=True)

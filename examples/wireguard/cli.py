@@ -112,9 +112,9 @@ def resolve(endpoint: tuple[str, int], family: int) -> Any:
     infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
     if family == socket.AF_INET6:
         for fam, _, _, _, addr in infos:
-            if fam == socket.AF_INET6:
+            if fam == socket.AF_INET6 and len(addr) == 4:  # (an AF_INET6 address always is)
                 return (addr[0], port, 0, addr[3])
-        return ("::ffff:" + infos[0][4][0], port, 0, 0)
+        return ("::ffff:" + str(infos[0][4][0]), port, 0, 0)
     for fam, _, _, _, addr in infos:
         if fam == socket.AF_INET:
             return (addr[0], port)
@@ -131,7 +131,7 @@ def show_endpoint(addr: Any) -> str:
 class Interface:
     """The device with its TUN, socket, routes and timer task."""
 
-    def __init__(self, config: Config, name: str, backend: str) -> None:
+    def __init__(self, config: Config, name: str, backend: aiouring.Backend) -> None:
         self.config = config
         self.name = name
         self.backend = backend
@@ -141,7 +141,7 @@ class Interface:
         self.udp: Any = None
         self.routes = net.Routes(name, config)
         self.uapi: Any = None
-        self.timer: asyncio.Task | None = None
+        self.timer: asyncio.Task[None] | None = None
         self.listen_port = 0
 
     async def up(self) -> None:
@@ -236,7 +236,7 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     loop.add_signal_handler(signal.SIGUSR1, lambda: print(interface.counters_line(), flush=True))
     try:
         await interface.up()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from .crypto import key_from_base64
 
@@ -132,7 +133,7 @@ def parse(text: str) -> Config:
 _HOOKS = {"preup": "pre_up", "postup": "post_up", "predown": "pre_down", "postdown": "post_down"}
 
 
-def _set(section: dict[str, object], key: str, value: str, is_interface: bool) -> None:
+def _set(section: dict[str, Any], key: str, value: str, is_interface: bool) -> None:
     if is_interface:
         if key == "privatekey":
             section["private_key"] = _key(value, "PrivateKey")
@@ -142,17 +143,17 @@ def _set(section: dict[str, object], key: str, value: str, is_interface: bool) -
             section["fwmark"] = 0 if value == "off" else _int(value, "FwMark", 0, 0xFFFFFFFF)
         elif key == "address":
             try:
-                section.setdefault("addresses", []).extend(ipaddress.ip_interface(a) for a in _list(value))  # type: ignore[union-attr]
+                section.setdefault("addresses", []).extend(ipaddress.ip_interface(a) for a in _list(value))
             except ValueError as exc:
                 raise ConfigError(f"Address: {exc}") from None
         elif key == "mtu":
             section["mtu"] = _int(value, "MTU", 576, 65535)
         elif key == "dns":
-            section.setdefault("dns", []).extend(_list(value))  # type: ignore[union-attr]
+            section.setdefault("dns", []).extend(_list(value))
         elif key == "table":
             section["table"] = value
         elif key in ("preup", "postup", "predown", "postdown"):
-            section.setdefault(_HOOKS[key], []).append(value)  # type: ignore[union-attr]
+            section.setdefault(_HOOKS[key], []).append(value)
         elif key == "saveconfig":
             section["save_config"] = value.lower() == "true"
         else:
@@ -166,7 +167,7 @@ def _set(section: dict[str, object], key: str, value: str, is_interface: bool) -
             section["endpoint"] = parse_endpoint(value)
         elif key == "allowedips":
             try:
-                section.setdefault("allowed_ips", []).extend(ipaddress.ip_network(a, strict=False) for a in _list(value))  # type: ignore[union-attr]
+                section.setdefault("allowed_ips", []).extend(ipaddress.ip_network(a, strict=False) for a in _list(value))
             except ValueError as exc:
                 raise ConfigError(f"AllowedIPs: {exc}") from None
         elif key == "persistentkeepalive":

@@ -18,7 +18,7 @@ async def run(*cmd: str, check: bool = True) -> str:
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {err.decode().strip() or 'exit status %d' % proc.returncode}")
+        raise RuntimeError(f"{' '.join(cmd)}: {err.decode().strip() or f'exit status {proc.returncode}'}")
     return out.decode()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
 from .constants import (
     CONSTRUCTION, COOKIE_REFRESH_TIME, COOKIE_REPLY_SIZE, HANDSHAKE_INITIATION_RATE, IDENTIFIER,
@@ -29,6 +30,9 @@ from .crypto import (
 
 INITIAL_CHAIN_KEY = hash_(CONSTRUCTION)
 INITIAL_HASH = hash_(INITIAL_CHAIN_KEY, IDENTIFIER)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 _HEAD = struct.Struct("<II")  # type, sender (initiation) / type, receiver (cookie reply)
 _RESPONSE_HEAD = struct.Struct("<III")
@@ -49,7 +53,7 @@ class HandshakeError(Exception):
 class Identity:
     """This device's static key pair and what is derived from it once."""
 
-    def __init__(self, private) -> None:
+    def __init__(self, private: X25519PrivateKey) -> None:
         self.private = private
         self.public = public_key(private)
         self.mac1_key = hash_(LABEL_MAC1, self.public)  # checks mac1 of messages to us
@@ -81,7 +85,7 @@ class Handshake:
         self.state = ZEROED
         self.hash = b""
         self.chain_key = b""
-        self.local_ephemeral = None
+        self.local_ephemeral: X25519PrivateKey | None = None
         self.remote_ephemeral = b""
         self.local_index = 0
         self.remote_index = 0
@@ -108,7 +112,7 @@ class Handshake:
 
     # -- initiator ------------------------------------------------------------------------
 
-    def create_initiation(self, local_index: int, now: float, wall_ns: int | None = None, ephemeral=None) -> bytes:
+    def create_initiation(self, local_index: int, now: float, wall_ns: int | None = None, ephemeral: X25519PrivateKey | None = None) -> bytes:
         """An initiation; ``wall_ns`` (the timestamp's clock) and ``ephemeral``
         (an X25519 private key) are for known-answer tests."""
         ephemeral = ephemeral or generate_private()
@@ -130,7 +134,7 @@ class Handshake:
     def consume_response(self, message: bytes) -> None:
         """Completes the exchange begun by ``create_initiation``; the caller
         has matched the receiver index and checked the macs."""
-        if self.state != INITIATION_CREATED:
+        if self.state != INITIATION_CREATED or self.local_ephemeral is None:  # (set whenever the state is)
             raise HandshakeError("response_unexpected")
         _, sender, _ = _RESPONSE_HEAD.unpack_from(message)
         e_r = message[12:44]
@@ -197,6 +201,11 @@ class InitiationPreamble:
     decrypts the initiator's static key."""
 
     __slots__ = ("sender", "ephemeral", "hash", "chain_key", "remote_static")
+    sender: int
+    ephemeral: bytes
+    hash: bytes
+    chain_key: bytes
+    remote_static: bytes
 
 
 def open_initiation(identity: Identity, message: bytes) -> InitiationPreamble:
