@@ -22,7 +22,7 @@ import asyncio
 import socket
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Self, Sequence
 
 from . import _validate as check
 from ._engine import EngineBase, UringEngine, loop_for
@@ -208,7 +208,7 @@ class RingBase:
         self.close()
         await asyncio.sleep(0)
 
-    async def __aenter__(self) -> "RingBase":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import gc
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 import uvloop  # a test dependency: the suite runs every loop-facing test on it
@@ -16,6 +16,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from support.netns import network_namespace, open_fds  # noqa: E402
+
+if TYPE_CHECKING:
+    from aiouring import Backend
+    from support.harness import Harness
 
 # What reached a loop's exception handler while no test had installed its own.
 REPORTED: list[dict[str, Any]] = []
@@ -26,18 +30,19 @@ def _recording(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     return loop
 
 
-def pytest_asyncio_loop_factories(config, item):
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     return {
         "asyncio": lambda: _recording(asyncio.new_event_loop()),
         "uvloop": lambda: _recording(uvloop.new_event_loop()),
     }
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test that compares with asyncio's own endpoint ("asyncio-stdlib")
     # where uvloop's endpoint behaves differently: that case proves nothing
     # on uvloop, so it is deselected (and counted as such), not skipped.
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marked = item.get_closest_marker("oracle_differs_on_uvloop") is not None
         ids = getattr(getattr(item, "callspec", None), "id", "")
@@ -47,7 +52,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-def pytest_sessionstart(session):
+def pytest_sessionstart(session: pytest.Session) -> None:
     # uvloop keeps one pipe per process from its first loop on: open it now,
     # so the per-test fd check sees only what a test leaves behind.
     loop = uvloop.new_event_loop()
@@ -55,14 +60,14 @@ def pytest_sessionstart(session):
     loop.close()
 
 
-def pytest_report_header(config):
+def pytest_report_header(config: pytest.Config) -> list[str]:
     import aiouring
 
     return [str(aiouring.probe())]
 
 
 @pytest.fixture(autouse=True)
-def leaves_nothing_behind(request):
+def leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test if, once it and its loop are done, a ring still holds an
     op, an fd it opened is still open, or the loop's exception handler heard
     of something the test did not expect (a test that expects reports
@@ -98,29 +103,31 @@ def _describe(fd: int) -> str:
 
 
 @pytest.fixture
-def netns():
+def netns() -> Iterator[str]:
     """A fresh network namespace for the test (IPv6 on)."""
     with network_namespace() as name:
         yield name
 
 
 @pytest.fixture
-def netns_forwarding():
+def netns_forwarding() -> Iterator[str]:
     """A fresh network namespace with IPv4 forwarding on."""
     with network_namespace(forwarding=True) as name:
         yield name
 
 
 @pytest.fixture(params=["uring", "epoll"])
-def backend(request):
-    return request.param
+def backend(request: pytest.FixtureRequest) -> Backend:
+    param: Backend = request.param
+    return param
 
 
 @pytest.fixture(params=["uring", "epoll", "fake"])
-def harness(request):
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """A TUN on each ring kind; real ones live in a fresh network namespace."""
     from support.harness import FakeHarness, KernelHarness
 
+    h: Harness
     if request.param == "fake":
         h = FakeHarness()
         yield h

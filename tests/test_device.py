@@ -31,7 +31,8 @@ def ip_json(*argv: str) -> Any:
 
 
 def link_info(name: str) -> dict[str, Any]:
-    return ip_json("-d", "link", "show", "dev", name)[0]
+    info: dict[str, Any] = ip_json("-d", "link", "show", "dev", name)[0]
+    return info
 
 
 def addresses_of(name: str) -> set[tuple[str, int, str | None]]:
@@ -75,7 +76,7 @@ def send_udp(dst: str, payload: bytes = b"hello", port: int = 9) -> None:
 # -- routes ------------------------------------------------------------------------
 
 
-async def test_added_routes_carry_traffic_to_the_tun(netns):
+async def test_added_routes_carry_traffic_to_the_tun(netns: str) -> None:
     tun = await aiouring.open_tun(addresses=["10.20.0.1/24", "fd20::1/64"])
     device = tun.get_extra_info("device")
     await device.add_route("10.99.0.0/16")
@@ -108,7 +109,7 @@ async def test_added_routes_carry_traffic_to_the_tun(netns):
     await tun.aclose()
 
 
-async def test_route_in_another_table_is_used_only_by_a_rule(netns):
+async def test_route_in_another_table_is_used_only_by_a_rule(netns: str) -> None:
     tun = await aiouring.open_tun(addresses=["10.21.0.1/24"])
     device = tun.get_extra_info("device")
     await device.add_route("10.97.0.0/16", table=1000)  # above 255: only RTA_TABLE can name it
@@ -124,7 +125,7 @@ async def test_route_in_another_table_is_used_only_by_a_rule(netns):
     await tun.aclose()
 
 
-async def test_configure_adds_routes_after_bringing_the_link_up(netns):
+async def test_configure_adds_routes_after_bringing_the_link_up(netns: str) -> None:
     device = TunDevice.open()
     try:
         await device.configure(addresses="10.22.0.1/24", routes=["10.96.0.0/16", Route("10.95.0.0/16", gateway="10.22.0.9")])
@@ -139,7 +140,7 @@ async def test_configure_adds_routes_after_bringing_the_link_up(netns):
 # -- addresses ---------------------------------------------------------------------
 
 
-async def test_addresses_are_added_and_removed(netns):
+async def test_addresses_are_added_and_removed(netns: str) -> None:
     device = TunDevice.open()
     try:
         await device.configure()
@@ -156,7 +157,7 @@ async def test_addresses_are_added_and_removed(netns):
         device.close()
 
 
-async def test_point_to_point_peer_address(netns):
+async def test_point_to_point_peer_address(netns: str) -> None:
     tun = await aiouring.open_tun()
     device = tun.get_extra_info("device")
     await device.add_address("10.30.0.1", peer="10.30.0.2")
@@ -170,7 +171,7 @@ async def test_point_to_point_peer_address(netns):
     await tun.aclose()
 
 
-async def test_a_single_address_string_is_one_address(netns):
+async def test_a_single_address_string_is_one_address(netns: str) -> None:
     tun = await aiouring.open_tun(addresses="10.40.0.1/24")
     assert addresses_of(tun.name) == {("10.40.0.1", 24, None)}
     await tun.aclose()
@@ -179,7 +180,7 @@ async def test_a_single_address_string_is_one_address(netns):
 # -- link settings -------------------------------------------------------------------
 
 
-async def test_set_mtu_on_a_live_device_lets_a_bigger_packet_through_whole(netns):
+async def test_set_mtu_on_a_live_device_lets_a_bigger_packet_through_whole(netns: str) -> None:
     tun = await aiouring.open_tun(addresses=["10.24.0.1/24"])
     device = tun.get_extra_info("device")
     big = os.urandom(8000)
@@ -201,7 +202,7 @@ async def test_set_mtu_on_a_live_device_lets_a_bigger_packet_through_whole(netns
     await tun.aclose()
 
 
-async def test_set_up_and_down(netns):
+async def test_set_up_and_down(netns: str) -> None:
     device = TunDevice.open()
     try:
         assert "UP" not in link_info(device.name)["flags"]
@@ -213,7 +214,7 @@ async def test_set_up_and_down(netns):
         device.close()
 
 
-async def test_txqueuelen_and_configure_all_at_once(netns):
+async def test_txqueuelen_and_configure_all_at_once(netns: str) -> None:
     device = TunDevice.open(mode="tap")
     try:
         await device.configure(mtu=1400, txqueuelen=4096, mac="02:11:22:33:44:55", addresses=["10.25.0.1/24"])
@@ -226,7 +227,7 @@ async def test_txqueuelen_and_configure_all_at_once(netns):
         device.close()
 
 
-async def test_tap_mac_is_the_source_of_its_frames(netns):
+async def test_tap_mac_is_the_source_of_its_frames(netns: str) -> None:
     tap = await aiouring.open_tun(mode="tap", addresses=["10.26.0.1/24"])
     device = tap.get_extra_info("device")
     await device.set_mac("02:aa:bb:cc:dd:ee")
@@ -250,7 +251,7 @@ def proc_net_dev(name: str) -> dict[str, int]:
     raise KeyError(name)
 
 
-async def test_kernel_counters_count_both_ways_and_drops(netns):
+async def test_kernel_counters_count_both_ways_and_drops(netns: str) -> None:
     device = TunDevice.open()
     try:
         await device.configure(addresses=["10.27.0.1/24"], txqueuelen=8)
@@ -277,7 +278,7 @@ async def test_kernel_counters_count_both_ways_and_drops(netns):
 # -- the loop is never blocked ------------------------------------------------------------
 
 
-async def test_netlink_calls_do_not_block_the_loop(netns, monkeypatch):
+async def test_netlink_calls_do_not_block_the_loop(netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A request held up in the kernel (simulated: the RTNL lock is busy) does
     not stop the loop: another task keeps ticking meanwhile."""
     from aiouring import _netlink
@@ -310,7 +311,7 @@ async def test_netlink_calls_do_not_block_the_loop(netns, monkeypatch):
     device.close()
 
 
-async def test_cancelled_call_finishes_the_request_in_flight_and_sends_no_more(netns, monkeypatch):
+async def test_cancelled_call_finishes_the_request_in_flight_and_sends_no_more(netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiouring import _netlink
 
     device = TunDevice.open()
@@ -341,7 +342,7 @@ async def test_cancelled_call_finishes_the_request_in_flight_and_sends_no_more(n
     device.close()
 
 
-async def test_calls_act_in_the_callers_namespace(netns):
+async def test_calls_act_in_the_callers_namespace(netns: str) -> None:
     """The same name in two namespaces: each caller changes its own."""
     from pyroute2 import netns as pyroute2_netns
 

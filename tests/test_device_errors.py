@@ -14,6 +14,7 @@ import pytest
 
 from aiouring.device import Route, TunDevice
 from support.netns import interface_names
+from typing import Any
 
 TESTS = os.path.dirname(__file__)
 
@@ -21,7 +22,7 @@ TESTS = os.path.dirname(__file__)
 # -- the kernel's refusals ------------------------------------------------------------
 
 
-async def test_tap_mtu_above_its_limit_names_the_limit(netns):
+async def test_tap_mtu_above_its_limit_names_the_limit(netns: str) -> None:
     device = TunDevice.open(mode="tap")
     try:
         with pytest.raises(OSError) as info:
@@ -36,7 +37,7 @@ async def test_tap_mtu_above_its_limit_names_the_limit(netns):
         device.close()
 
 
-async def test_duplicate_address_is_file_exists(netns):
+async def test_duplicate_address_is_file_exists(netns: str) -> None:
     device = TunDevice.open()
     try:
         await device.add_address("10.50.0.1/24")
@@ -52,7 +53,7 @@ async def test_duplicate_address_is_file_exists(netns):
 
 
 @pytest.mark.parametrize("address, code", [("::1/128", errno.EADDRNOTAVAIL), ("ff02::5/64", errno.EADDRNOTAVAIL)])
-async def test_address_the_kernel_refuses_is_an_oserror_naming_it(address, code, netns):
+async def test_address_the_kernel_refuses_is_an_oserror_naming_it(address: str, code: int, netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(OSError) as info:
@@ -64,7 +65,7 @@ async def test_address_the_kernel_refuses_is_an_oserror_naming_it(address, code,
         device.close()
 
 
-async def test_missing_route_and_missing_interface(netns):
+async def test_missing_route_and_missing_interface(netns: str) -> None:
     device = TunDevice.open()
     try:
         await device.set_up()
@@ -82,7 +83,7 @@ async def test_missing_route_and_missing_interface(netns):
     assert info.value.errno == errno.ENODEV
 
 
-async def test_route_through_a_link_that_is_down_says_to_bring_it_up(netns):
+async def test_route_through_a_link_that_is_down_says_to_bring_it_up(netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(OSError, match="bring .* up first") as info:
@@ -92,13 +93,13 @@ async def test_route_through_a_link_that_is_down_says_to_bring_it_up(netns):
         device.close()
 
 
-async def test_delete_refuses_what_is_not_a_tun(netns):
+async def test_delete_refuses_what_is_not_a_tun(netns: str) -> None:
     with pytest.raises(ValueError, match="lo is not a TUN/TAP"):
         await TunDevice.delete("lo")
     assert "lo" in interface_names()
 
 
-def test_without_cap_net_admin_the_error_says_what_to_do(netns):
+def test_without_cap_net_admin_the_error_says_what_to_do(netns: str) -> None:
     """A process without capabilities (still uid 0) changing a TUN: a
     PermissionError with the hint, from every kind of change."""
     device = TunDevice.open("aiounocap0")
@@ -136,7 +137,7 @@ def test_without_cap_net_admin_the_error_says_what_to_do(netns):
     assert "counters 0" in lines
 
 
-def test_the_library_does_not_use_pyroute2():
+def test_the_library_does_not_use_pyroute2() -> None:
     """pyroute2's NetlinkError cannot escape: the library does not import it
     (and importing aiouring is ~130 ms faster without it)."""
     proc = subprocess.run([sys.executable, "-c", "import sys, aiouring; print('pyroute2' in sys.modules)"],
@@ -177,12 +178,16 @@ def test_the_library_does_not_use_pyroute2():
         ({"name": "x" * 16}, ValueError, "at most 15"),
     ],
 )
-async def test_bad_arguments_are_refused_before_anything_is_created(options, error, match, netns, monkeypatch):
+async def test_bad_arguments_are_refused_before_anything_is_created(options: dict[str, Any], error: type[Exception], match: str, netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import aiouring._tunioctl as tunioctl
 
-    opened = []
+    opened: list[int] = []
     real_open = tunioctl.open_tun_path
-    monkeypatch.setattr(tunioctl, "open_tun_path", lambda: opened.append(1) or real_open())
+    def counting_open() -> int:
+        opened.append(1)
+        return real_open()
+
+    monkeypatch.setattr(tunioctl, "open_tun_path", counting_open)
     before = interface_names()
     with pytest.raises(error, match=match):
         await TunDevice.create(**options)
@@ -198,7 +203,7 @@ async def test_bad_arguments_are_refused_before_anything_is_created(options, err
         ("gateway", ValueError, "invalid route gateway"),
     ],
 )
-async def test_bad_routes_are_refused(route, error, match, netns):
+async def test_bad_routes_are_refused(route: Any, error: type[Exception], match: str, netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(error, match=match):
@@ -214,7 +219,7 @@ async def test_bad_routes_are_refused(route, error, match, netns):
         device.close()
 
 
-async def test_a_bad_argument_in_configure_changes_nothing(netns):
+async def test_a_bad_argument_in_configure_changes_nothing(netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(ValueError, match="route destination"):
@@ -228,7 +233,7 @@ async def test_a_bad_argument_in_configure_changes_nothing(netns):
         device.close()
 
 
-async def test_peer_arguments(netns):
+async def test_peer_arguments(netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(ValueError, match="without a prefix length"):
@@ -239,7 +244,7 @@ async def test_peer_arguments(netns):
         device.close()
 
 
-async def test_a_failing_configure_in_create_leaves_nothing_behind_even_persistent(netns):
+async def test_a_failing_configure_in_create_leaves_nothing_behind_even_persistent(netns: str) -> None:
     with pytest.raises(OSError, match="::1"):
         await TunDevice.create("aioufail0", persist=True, addresses=["::1/128"])
     assert "aioufail0" not in interface_names()

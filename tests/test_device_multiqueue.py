@@ -14,11 +14,12 @@ import pytest
 from aiouring.device import TunDevice
 from support.netns import interface_names
 from support.wait import wait_for_condition
+from aiouring import Backend
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 
-async def test_open_queues_gives_fds_on_one_interface(netns):
+async def test_open_queues_gives_fds_on_one_interface(netns: str) -> None:
     queues = TunDevice.open_queues("aiouq0", 3)
     try:
         assert [q.name for q in queues] == ["aiouq0"] * 3
@@ -31,7 +32,7 @@ async def test_open_queues_gives_fds_on_one_interface(netns):
     assert "aiouq0" not in interface_names()
 
 
-async def test_the_kernel_spreads_flows_across_queues(netns):
+async def test_the_kernel_spreads_flows_across_queues(netns: str) -> None:
     queues = TunDevice.open_queues(None, 2)
     try:
         await queues[0].configure(addresses=["10.72.0.1/24"])
@@ -62,7 +63,7 @@ async def test_the_kernel_spreads_flows_across_queues(netns):
             q.close()
 
 
-async def test_open_queue_refuses_a_single_queue_device_and_bad_counts(netns):
+async def test_open_queue_refuses_a_single_queue_device_and_bad_counts(netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(ValueError, match="multi_queue=True"):
@@ -77,7 +78,7 @@ async def test_open_queue_refuses_a_single_queue_device_and_bad_counts(netns):
         device.open_queue()
 
 
-def test_queues_fail_together(netns):
+def test_queues_fail_together(netns: str) -> None:
     """A queue that cannot be opened (a single-queue interface has the name)
     leaves nothing open."""
     single = TunDevice.open("aiouq1")
@@ -89,7 +90,7 @@ def test_queues_fail_together(netns):
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_example_answers_pings_on_more_than_one_queue(loop, backend, netns):
+def test_example_answers_pings_on_more_than_one_queue(loop: str, backend: Backend, netns: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, os.path.join(EXAMPLES, "multiqueue.py"), "--address", "10.70.0.1/24", "--queues", "2",
          "--loop", loop, "--backend", backend],

@@ -14,6 +14,7 @@ import pytest
 
 import aiouring.device as device_module
 from aiouring.device import TunDevice
+import aiouring._tunioctl as tunioctl
 
 TUNGETVNETHDRSZ = 0x800454D7
 TUNGETIFF = 0x800454D2
@@ -34,7 +35,7 @@ async def read_raw(device: TunDevice, want: Callable[[bytes], bool], timeout: fl
             data = os.read(device.fileno(), 10 + 65535)
         except BlockingIOError:
             ready = loop.create_future()
-            loop.add_reader(device.fileno(), lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(device.fileno(), lambda: None if ready.done() else ready.set_result(None))
             try:
                 await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
             finally:
@@ -61,7 +62,7 @@ async def vnet_device() -> TunDevice:
     return device
 
 
-async def test_vnet_hdr_at_open_and_the_sizes_that_follow(netns):
+async def test_vnet_hdr_at_open_and_the_sizes_that_follow(netns: str) -> None:
     device = TunDevice.open(vnet_hdr=True)
     try:
         flags = struct.unpack("16sH22x", fcntl.ioctl(device.fileno(), TUNGETIFF, bytes(40)))[1]
@@ -80,7 +81,7 @@ async def test_vnet_hdr_at_open_and_the_sizes_that_follow(netns):
     plain.close()
 
 
-async def test_uso_is_accepted_here_and_the_kernel_hands_over_super_packets(netns):
+async def test_uso_is_accepted_here_and_the_kernel_hands_over_super_packets(netns: str) -> None:
     device = await vnet_device()
     try:
         assert device.enable_offloads() == ALL and device.offloads == ALL
@@ -103,7 +104,7 @@ async def test_uso_is_accepted_here_and_the_kernel_hands_over_super_packets(netn
         device.close()
 
 
-async def test_tso_only_leaves_udp_to_the_kernel(netns):
+async def test_tso_only_leaves_udp_to_the_kernel(netns: str) -> None:
     device = await vnet_device()
     try:
         assert device.enable_offloads(uso=False) == {"csum", "tso4", "tso6"}
@@ -116,7 +117,7 @@ async def test_tso_only_leaves_udp_to_the_kernel(netns):
         device.close()
 
 
-async def test_offloads_are_refused_without_a_vnet_header(netns):
+async def test_offloads_are_refused_without_a_vnet_header(netns: str) -> None:
     device = TunDevice.open()
     try:
         with pytest.raises(OSError, match="no virtio-net header.*vnet_hdr=True") as info:
@@ -137,14 +138,14 @@ class RefusingFcntl:
         self.asked: list[int] = []
 
     def ioctl(self, fd: int, request: int, arg: Any = 0, *rest: Any) -> Any:
-        if request == device_module.TUNSETOFFLOAD:
+        if request == tunioctl.TUNSETOFFLOAD:
             self.asked.append(arg)
             if arg & self.refuse:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         return fcntl.ioctl(fd, request, arg, *rest)
 
 
-async def test_a_kernel_without_uso_gets_tso_alone(netns, monkeypatch):
+async def test_a_kernel_without_uso_gets_tso_alone(netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = RefusingFcntl(refuse=device_module.TUN_F_USO4 | device_module.TUN_F_USO6)  # as before Linux 6.2
     monkeypatch.setattr(device_module, "fcntl", fake)
     device = TunDevice.open(vnet_hdr=True)
@@ -155,7 +156,7 @@ async def test_a_kernel_without_uso_gets_tso_alone(netns, monkeypatch):
         device.close()
 
 
-async def test_a_kernel_refusing_tso_raises(netns, monkeypatch):
+async def test_a_kernel_refusing_tso_raises(netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device_module, "fcntl", RefusingFcntl(refuse=device_module.TUN_F_TSO4))
     device = TunDevice.open(vnet_hdr=True)
     try:
@@ -168,7 +169,7 @@ async def test_a_kernel_refusing_tso_raises(netns, monkeypatch):
         device.close()
 
 
-async def test_queues_share_the_vnet_header_and_offloads(netns):
+async def test_queues_share_the_vnet_header_and_offloads(netns: str) -> None:
     first = TunDevice.open(multi_queue=True, vnet_hdr=True)
     try:
         first.enable_offloads()

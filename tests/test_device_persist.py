@@ -72,7 +72,7 @@ async def run_as_nobody(name: str, ready: "asyncio.Future[str]", *extra: str) ->
     return proc.returncode, "".join(lines), err
 
 
-async def test_nobody_attaches_to_a_persistent_configured_device_and_reads(netns):
+async def test_nobody_attaches_to_a_persistent_configured_device_and_reads(netns: str) -> None:
     device = await TunDevice.create("aioupers0", persist=True, owner=NOBODY, group="nogroup",
                                     addresses=["10.60.0.1/24"], mtu=1400, routes=["10.61.0.0/16"])
     assert device.persistent
@@ -96,7 +96,7 @@ async def test_nobody_attaches_to_a_persistent_configured_device_and_reads(netns
     assert "aioupers0" not in interface_names()
 
 
-async def test_someone_elses_device_is_refused_with_the_reason(netns):
+async def test_someone_elses_device_is_refused_with_the_reason(netns: str) -> None:
     """Owned by another uid.  (With no owner and no group at all, the kernel
     lets any process that can open /dev/net/tun attach.)"""
     device = await TunDevice.create("aioupers1", persist=True, owner=12345, addresses=["10.62.0.1/24"])
@@ -110,7 +110,7 @@ async def test_someone_elses_device_is_refused_with_the_reason(netns):
         await TunDevice.delete("aioupers1")
 
 
-async def test_set_persist_false_lets_the_device_go_with_its_last_fd(netns):
+async def test_set_persist_false_lets_the_device_go_with_its_last_fd(netns: str) -> None:
     device = TunDevice.open("aioupers2", persist=True)
     device.close()
     again = TunDevice.open("aioupers2")  # attach to it; persistence is read back
@@ -121,7 +121,7 @@ async def test_set_persist_false_lets_the_device_go_with_its_last_fd(netns):
     assert "aioupers2" not in interface_names()
 
 
-async def test_delete_removes_a_persistent_device_with_fds_attached(netns):
+async def test_delete_removes_a_persistent_device_with_fds_attached(netns: str) -> None:
     device = TunDevice.open("aioupers3", persist=True)
     await TunDevice.delete("aioupers3")
     assert "aioupers3" not in interface_names()
@@ -130,7 +130,7 @@ async def test_delete_removes_a_persistent_device_with_fds_attached(netns):
     device.close()
 
 
-async def test_adopt_reads_the_flags(netns):
+async def test_adopt_reads_the_flags(netns: str) -> None:
     import fcntl
     import struct
 

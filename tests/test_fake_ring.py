@@ -13,13 +13,14 @@ from aiouring import ClosedError
 import aiouring
 from aiouring.testing import FakeRing, fake_device, fake_tun
 from support.harness import RecordingProtocol
+from typing import Any
 
 
 class Buffer(bytearray):
     pass
 
 
-async def test_completions_in_any_order_reach_their_own_callers(fake_ring):
+async def test_completions_in_any_order_reach_their_own_callers(fake_ring: FakeRing) -> None:
     readers = [asyncio.ensure_future(fake_ring.read(5, 10)) for _ in range(3)]
     await asyncio.sleep(0)
     ops = fake_ring.pending("read")
@@ -30,7 +31,7 @@ async def test_completions_in_any_order_reach_their_own_callers(fake_ring):
     assert await asyncio.gather(*readers) == [b"first", b"second", b"third"]
 
 
-async def test_a_batch_is_reaped_in_one_wakeup():
+async def test_a_batch_is_reaped_in_one_wakeup() -> None:
     ring = FakeRing(batch_limit=4)
     try:
         readers = [asyncio.ensure_future(ring.read(5, 10)) for _ in range(10)]
@@ -44,7 +45,7 @@ async def test_a_batch_is_reaped_in_one_wakeup():
         ring.close()
 
 
-async def test_errno_from_the_kernel_raises_its_oserror_subclass(fake_ring):
+async def test_errno_from_the_kernel_raises_its_oserror_subclass(fake_ring: FakeRing) -> None:
     cases = {errno.EAGAIN: BlockingIOError, errno.EPIPE: BrokenPipeError, errno.ENOENT: FileNotFoundError, errno.EIO: OSError}
     for err, cls in cases.items():
         writer = asyncio.ensure_future(fake_ring.write(5, b"x"))
@@ -55,8 +56,8 @@ async def test_errno_from_the_kernel_raises_its_oserror_subclass(fake_ring):
         assert info.value.errno == err
 
 
-async def test_completion_that_races_the_cancel_goes_to_on_late(fake_ring):
-    late = []
+async def test_completion_that_races_the_cancel_goes_to_on_late(fake_ring: FakeRing) -> None:
+    late: list[Any] = []
     fake_ring.cancel_policy = "ignore"  # the kernel answers -EALREADY: too late to cancel
     buf = Buffer(8)
     alive = weakref.ref(buf)
@@ -77,7 +78,7 @@ async def test_completion_that_races_the_cancel_goes_to_on_late(fake_ring):
     assert alive() is None
 
 
-async def test_late_read_without_on_late_is_reported_not_dropped(fake_ring):
+async def test_late_read_without_on_late_is_reported_not_dropped(fake_ring: FakeRing) -> None:
     reported = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx["message"]))
     fake_ring.cancel_policy = "ignore"
@@ -91,7 +92,7 @@ async def test_late_read_without_on_late_is_reported_not_dropped(fake_ring):
     assert any("read 5 bytes after its task was cancelled" in m for m in reported)
 
 
-async def test_cancel_that_wins_raises_cancelled_and_frees_the_op(fake_ring):
+async def test_cancel_that_wins_raises_cancelled_and_frees_the_op(fake_ring: FakeRing) -> None:
     reader = asyncio.ensure_future(fake_ring.read(5, 10))
     await asyncio.sleep(0)
     reader.cancel()
@@ -102,13 +103,13 @@ async def test_cancel_that_wins_raises_cancelled_and_frees_the_op(fake_ring):
     assert fake_ring.pending() == []
 
 
-async def test_multishot_reader_rearms_after_enobufs_without_losing_packets():
+async def test_multishot_reader_rearms_after_enobufs_without_losing_packets() -> None:
     ring = FakeRing(buffers_per_group=4)
     try:
         fd = os.open(os.devnull, os.O_RDONLY)
         device = ring.add_device(fd)
         got: list[bytes] = []
-        stopped = []
+        stopped: list[BaseException | None] = []
         reader = ring.packet_source(fd, 2048, got.extend, stopped.append)
         assert reader.mode == "multishot"
         await asyncio.sleep(0)
@@ -126,13 +127,13 @@ async def test_multishot_reader_rearms_after_enobufs_without_losing_packets():
         ring.close()
 
 
-async def test_single_mode_reader_reads_one_at_a_time():
+async def test_single_mode_reader_reads_one_at_a_time() -> None:
     ring = FakeRing(read_mode="single")
     try:
         fd = os.open(os.devnull, os.O_RDONLY)
         device = ring.add_device(fd)
         got: list[bytes] = []
-        stopped = []
+        stopped: list[BaseException | None] = []
         reader = ring.packet_source(fd, 2048, got.extend, stopped.append)
         assert reader.mode == "single"
         await asyncio.sleep(0)
@@ -149,12 +150,12 @@ async def test_single_mode_reader_reads_one_at_a_time():
         ring.close()
 
 
-async def test_read_errors_stop_the_reader_and_eagain_rearms():
+async def test_read_errors_stop_the_reader_and_eagain_rearms() -> None:
     ring = FakeRing()
     try:
         fd = os.open(os.devnull, os.O_RDONLY)
         ring.add_device(fd)
-        stopped: list = []
+        stopped: list[BaseException | None] = []
         ring.packet_source(fd, 2048, lambda p: None, stopped.append)
         await asyncio.sleep(0)
         ring.fail(ring.pending("read_multishot")[0], errno.EAGAIN)
@@ -162,13 +163,13 @@ async def test_read_errors_stop_the_reader_and_eagain_rearms():
         assert stopped == [] and len(ring.pending("read_multishot")) == 1  # re-armed
         ring.fail(ring.pending("read_multishot")[0], errno.EBADFD)
         await asyncio.sleep(0.01)
-        assert len(stopped) == 1 and stopped[0].errno == errno.EBADFD
+        assert len(stopped) == 1 and isinstance(stopped[0], OSError) and stopped[0].errno == errno.EBADFD
         os.close(fd)
     finally:
         ring.close()
 
 
-async def test_transport_read_error_is_fatal_with_connection_lost_exc():
+async def test_transport_read_error_is_fatal_with_connection_lost_exc() -> None:
     pair = await fake_tun()
     protocol = pair.tun._protocol
     pair.ring.fail(pair.ring.pending("read_multishot")[0], errno.EIO)
@@ -179,7 +180,7 @@ async def test_transport_read_error_is_fatal_with_connection_lost_exc():
     pair.tun.close()
 
 
-async def test_ring_closed_under_a_transport_loses_the_connection():
+async def test_ring_closed_under_a_transport_loses_the_connection() -> None:
     pair = await fake_tun()
     pair.ring.close()
     await asyncio.wait_for(pair.tun._protocol.closed_fut, 5)
@@ -187,7 +188,7 @@ async def test_ring_closed_under_a_transport_loses_the_connection():
     pair.tun.close()
 
 
-async def test_ops_after_close_raise_closed_error(fake_ring):
+async def test_ops_after_close_raise_closed_error(fake_ring: FakeRing) -> None:
     fake_ring.close()
     with pytest.raises(ClosedError):
         await fake_ring.nop()
@@ -196,14 +197,14 @@ async def test_ops_after_close_raise_closed_error(fake_ring):
     fake_ring.close()
 
 
-async def test_one_flush_per_iteration_submits_every_queued_op(fake_ring):
+async def test_one_flush_per_iteration_submits_every_queued_op(fake_ring: FakeRing) -> None:
     calls_before = fake_ring.kernel.submit_calls
     writers = [asyncio.ensure_future(fake_ring.nop()) for _ in range(50)]
     await asyncio.gather(*writers)
     assert fake_ring.kernel.submit_calls - calls_before == 1
 
 
-async def test_paused_transport_keeps_packets_delivered_during_the_cancel():
+async def test_paused_transport_keeps_packets_delivered_during_the_cancel() -> None:
     """Packets the kernel completed between pause_reading and the cancel's
     effect are handed over on resume, in order."""
     ring = FakeRing()

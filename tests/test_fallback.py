@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from support.netns import sysctl
+from typing import Any
 
 HERE = os.path.dirname(__file__)
 
@@ -52,16 +53,17 @@ SNIPPET = textwrap.dedent(
 )
 
 
-def run_without_io_uring(loop: str, env_extra: dict | None = None, seccomp: bool = True) -> dict:
+def run_without_io_uring(loop: str, env_extra: dict[str, str] | None = None, seccomp: bool = True) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.join(HERE, "..", "examples")]))
     cmd = [sys.executable, "-m", "support.sandbox", loop] if seccomp else [sys.executable, "-c", "import sys; LOOP=sys.argv[1]; exec(sys.stdin.read())", loop]
     proc = subprocess.run(cmd, input=SNIPPET, capture_output=True, text=True, env=env, timeout=60, cwd=HERE)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_seccomp_refusal_falls_back_to_epoll_and_says_why(loop, netns):
+def test_seccomp_refusal_falls_back_to_epoll_and_says_why(loop: str, netns: str) -> None:
     out = run_without_io_uring(loop)
     assert out["io_uring"] is False
     assert "EPERM" in out["reason"] and "seccomp" in out["reason"]
@@ -73,7 +75,7 @@ def test_seccomp_refusal_falls_back_to_epoll_and_says_why(loop, netns):
     assert "io_uring unavailable" in out["probe"]
 
 
-def test_disabled_sysctl_is_reported_and_restored(netns):
+def test_disabled_sysctl_is_reported_and_restored(netns: str) -> None:
     with open("/proc/sys/kernel/io_uring_disabled") as f:
         saved = f.read().strip()
     try:

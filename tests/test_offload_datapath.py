@@ -18,6 +18,7 @@ from support.inet import Flow, checksums_valid, parse
 from support.netns import network_namespace, sysctl
 from support.vnet import VnetTun, offload_all
 from support.wait import wait_for_condition
+from aiouring import Backend
 
 SO_NO_CHECK = 11  # not exported by the socket module
 UDP_GRO = 104
@@ -57,7 +58,7 @@ async def close_pair(ring, source, sink, stopped):
     await ring.aclose()
 
 
-async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tun, backend):
+async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tun, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     source, sink, got, errors, stopped = await open_pair(ring, bounce_tun)
     packets = [udp("10.9.0.2", "10.9.0.3", 1000, 2000, b"%06d" % i + bytes([i % 251]) * 194, ident=i) for i in range(2000)]
@@ -75,7 +76,7 @@ async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tu
     await close_pair(ring, source, sink, stopped)
 
 
-async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun, backend):
+async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun, backend: Backend) -> None:
     """TCP segments (ACK, contiguous sequence) are merged into TSO super-packets;
     what the kernel forwards back splits into the same segments."""
     ring = aiouring.open_ring(backend)
@@ -94,7 +95,7 @@ async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun, b
     await close_pair(ring, source, sink, stopped)
 
 
-async def test_without_coalescing_every_packet_is_its_own_write(bounce_tun, backend):
+async def test_without_coalescing_every_packet_is_its_own_write(bounce_tun, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     source, sink, got, errors, stopped = await open_pair(ring, bounce_tun, coalesce=False)
     packets = [udp("10.9.0.2", "10.9.0.3", 1000, 2000, b"%04d" % i, ident=i) for i in range(300)]
@@ -129,7 +130,7 @@ async def gso_pair(ring, *, gro: bool = True):
     return rx, tx, source, sink, got, errors, stopped
 
 
-async def test_udp_gso_sends_and_gro_receives_hand_over_ordinary_datagrams(loopback, backend):
+async def test_udp_gso_sends_and_gro_receives_hand_over_ordinary_datagrams(loopback: None, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     rx, tx, source, sink, got, errors, stopped = await gso_pair(ring)
     dst = to_sockaddr(rx.getsockname(), socket.AF_INET)
@@ -150,7 +151,7 @@ async def test_udp_gso_sends_and_gro_receives_hand_over_ordinary_datagrams(loopb
     tx.close()
 
 
-async def test_datagrams_to_different_addresses_are_never_merged(loopback, backend):
+async def test_datagrams_to_different_addresses_are_never_merged(loopback: None, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     rx, tx, source, sink, got, errors, stopped = await gso_pair(ring)
     rx2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,7 +171,7 @@ async def test_datagrams_to_different_addresses_are_never_merged(loopback, backe
         s.close()
 
 
-async def test_a_refused_gso_send_is_resent_plainly_and_gso_stays_off(loopback, backend, caplog):
+async def test_a_refused_gso_send_is_resent_plainly_and_gso_stays_off(loopback: None, backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     """SO_NO_CHECK makes the kernel refuse UDP_SEGMENT sends (EINVAL): the
     datagrams still arrive, once each, and the sink stops coalescing."""
     ring = aiouring.open_ring(backend)
@@ -212,7 +213,7 @@ def small_mtu_route():
         yield
 
 
-async def test_gso_segments_too_big_for_the_route_are_resent_and_the_limit_learned(small_mtu_route, backend):
+async def test_gso_segments_too_big_for_the_route_are_resent_and_the_limit_learned(small_mtu_route: None, backend: Backend) -> None:
     """Segments larger than the route's MTU make EMSGSIZE: those datagrams go
     out one by one (fragmented as any datagram would be); smaller runs still
     use GSO."""

@@ -129,7 +129,7 @@ def check_merged_header(out: bytes, members: list[bytes], proto: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(flow=flows(), sizes=segment_sizes(), seq0=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
        options=tcp_options, psh=st.sets(st.integers(0, 79), max_size=3), seed=st.integers(0, 1000))
-def test_split_of_coalesced_tcp_flow_is_the_flow(flow, sizes, seq0, ack, options, psh, seed):
+def test_split_of_coalesced_tcp_flow_is_the_flow(flow, sizes, seq0, ack, options, psh, seed: int) -> None:
     packets = tcp_segments(flow, sizes, seq0, ack, options=options, psh=psh, seed=seed)
     assert all(checksums_valid(p) for p in packets)
     out = gro_coalesce(packets)
@@ -152,7 +152,7 @@ def test_split_of_coalesced_tcp_flow_is_the_flow(flow, sizes, seq0, ack, options
 
 @settings(max_examples=300, deadline=None)
 @given(flow=flows(), sizes=segment_sizes(), seed=st.integers(0, 1000))
-def test_split_of_coalesced_udp_flow_is_the_flow(flow, sizes, seed):
+def test_split_of_coalesced_udp_flow_is_the_flow(flow, sizes, seed: int) -> None:
     packets = udp_datagrams(flow, sizes, seed)
     out = gro_coalesce(packets, udp=True)
     groups = expected_groups(packets, sizes)
@@ -167,18 +167,18 @@ def test_split_of_coalesced_udp_flow_is_the_flow(flow, sizes, seed):
     assert again == packets
 
 
-def test_udp_is_merged_only_when_asked():
+def test_udp_is_merged_only_when_asked() -> None:
     packets = udp_datagrams(Flow(), [500] * 4)
     assert gro_coalesce(packets) == [ZERO_HDR + p for p in packets]
     assert len(gro_coalesce(packets, udp=True)) == 1
 
 
-def test_tcp_merging_can_be_turned_off():
+def test_tcp_merging_can_be_turned_off() -> None:
     packets = tcp_segments(Flow(), [500] * 4, 1, 1)
     assert gro_coalesce(packets, tcp=False) == [ZERO_HDR + p for p in packets]
 
 
-def test_merged_packet_carries_the_pseudo_header_sum_and_a_trailing_psh():
+def test_merged_packet_carries_the_pseudo_header_sum_and_a_trailing_psh() -> None:
     flow = Flow(src="fd00::1", dst="fd00::2")
     packets = tcp_segments(flow, [1000, 1000, 400], 7, 9, psh={2})
     [out] = gro_coalesce(packets)
@@ -187,7 +187,7 @@ def test_merged_packet_carries_the_pseudo_header_sum_and_a_trailing_psh():
     assert gso_split(out) == packets
 
 
-def test_plan_emit_and_iov_agree():
+def test_plan_emit_and_iov_agree() -> None:
     f1, f2 = Flow(), Flow(src="fd00::1", dst="fd00::2", sport=5)
     packets = []
     for i in range(6):
@@ -204,7 +204,7 @@ def test_plan_emit_and_iov_agree():
     assert len(pieces[0]) == 7 and len(pieces[0][0]) == 10 + 40  # header block, then six payloads
 
 
-def test_more_packets_than_a_batch_are_coalesced_chunk_by_chunk():
+def test_more_packets_than_a_batch_are_coalesced_chunk_by_chunk() -> None:
     n = native.MAX_BATCH + 10
     packets = udp_datagrams(Flow(), [100] * n)
     out = gro_coalesce(packets, udp=True)
@@ -287,7 +287,7 @@ def _frag(pkt: bytes, bits: int) -> bytes:
 
 @pytest.mark.parametrize("v6,name", [(v6, name) for v6 in (False, True) for name in sorted(_mutations(v6))],
                          ids=lambda x: {False: "ipv4", True: "ipv6"}.get(x, x) if isinstance(x, bool) else x)
-def test_non_coalescible_segments_come_back_unchanged(v6, name):
+def test_non_coalescible_segments_come_back_unchanged(v6, name) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     packets = _mutations(v6)[name](flow)
     # the base pair does merge: the mutation alone is what stops it
@@ -297,7 +297,7 @@ def test_non_coalescible_segments_come_back_unchanged(v6, name):
 
 @pytest.mark.parametrize("name", ["bad checksum", "zero checksum", "length field", "larger second", "after a short one",
                                   "other port", "fragment"])
-def test_non_coalescible_datagrams_come_back_unchanged(name):
+def test_non_coalescible_datagrams_come_back_unchanged(name) -> None:
     f = Flow()
     a, b, c = udp_datagrams(f, [400, 400, 400])
     packets = {
@@ -313,7 +313,7 @@ def test_non_coalescible_datagrams_come_back_unchanged(name):
     assert gro_coalesce(packets, udp=True) == [ZERO_HDR + p for p in packets]
 
 
-def test_nothing_is_appended_after_a_short_segment_or_a_psh():
+def test_nothing_is_appended_after_a_short_segment_or_a_psh() -> None:
     f = Flow()
     short = tcp_segments(f, [500, 300, 500], 0, 1)
     short[2] = f.tcp(800, 1, payload(500, 7))
@@ -322,7 +322,7 @@ def test_nothing_is_appended_after_a_short_segment_or_a_psh():
     assert [m for _, m in native.coalesce_plan(psh, 1)] == [[0, 1], [2]]
 
 
-def test_a_flow_keeps_its_order_around_packets_that_do_not_merge():
+def test_a_flow_keeps_its_order_around_packets_that_do_not_merge() -> None:
     f = Flow()
     a, b, c = tcp_segments(f, [500, 500, 500], 0, 1)
     pure_ack = f.tcp(1000, 1)
@@ -335,7 +335,7 @@ def test_a_flow_keeps_its_order_around_packets_that_do_not_merge():
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), nflows=st.integers(1, 4), n=st.integers(1, 120))
-def test_interleaved_flows_keep_per_flow_order(data, nflows, n):
+def test_interleaved_flows_keep_per_flow_order(data, nflows, n) -> None:
     flows_ = [data.draw(flows()) for _ in range(nflows)]
     state = [[0, 0] for _ in flows_]  # next seq, next ident
     packets, owner = [], []  # owner: (flow, protocol), what the C code calls a flow
@@ -417,7 +417,7 @@ EXT_CHAINS = {
 
 @pytest.mark.parametrize("ext", sorted(EXT_CHAINS))
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_split_ipv6_with_extension_headers(ext, proto):
+def test_split_ipv6_with_extension_headers(ext, proto) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2", ext=EXT_CHAINS[ext])
     data = payload(5000, 3)
     sp, want = super_tcp(flow, data, 1200) if proto == "tcp" else super_udp(flow, data, 1200)
@@ -430,7 +430,7 @@ def test_split_ipv6_with_extension_headers(ext, proto):
 
 
 @pytest.mark.parametrize("rtype", [2, 4])
-def test_split_ipv6_routing_header_uses_the_final_destination(rtype):
+def test_split_ipv6_routing_header_uses_the_final_destination(rtype) -> None:
     final = "fd00::f1"
     rh = lambda nxt: routing_header(nxt, rtype, 1, [final])  # noqa: E731
     flow = Flow(src="fd00::1", dst="fd00::2", ext=[(ROUTING, rh)], final_dst=final)
@@ -442,7 +442,7 @@ def test_split_ipv6_routing_header_uses_the_final_destination(rtype):
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("size,gso", [(4000, 1000), (4001, 1000), (3999, 1000), (1, 1000), (1000, 1000), (0, 100),
                                       (65535 - 80, 1380), (200, 1)])
-def test_split_tcp_sizes(v6, size, gso):
+def test_split_tcp_sizes(v6, size, gso) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     sp, want = super_tcp(flow, payload(size, size), gso, options=b"\x01\x01\x08\x0a" + bytes(8))
     got = gso_split(sp)
@@ -451,7 +451,7 @@ def test_split_tcp_sizes(v6, size, gso):
     assert b"".join(parse(g).payload for g in got) == payload(size, size)
 
 
-def test_split_puts_fin_and_psh_on_the_last_segment_and_cwr_on_the_first():
+def test_split_puts_fin_and_psh_on_the_last_segment_and_cwr_on_the_first() -> None:
     sp, want = super_tcp(Flow(), payload(3500, 5), 1000, flags=ACK | PSH | FIN | CWR | ECE, ecn=True)
     got = gso_split(sp)
     assert got == want
@@ -460,13 +460,13 @@ def test_split_puts_fin_and_psh_on_the_last_segment_and_cwr_on_the_first():
 
 
 @pytest.mark.parametrize("hdr_len", [0, 1, 20, 39, 41, 1500, 65535])
-def test_split_ignores_a_lying_hdr_len(hdr_len):
+def test_split_ignores_a_lying_hdr_len(hdr_len) -> None:
     sp, want = super_tcp(Flow(), payload(3000, 6), 1000, hdr_len=hdr_len)
     assert gso_split(sp) == want
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_split_udp_short_last_datagram(v6):
+def test_split_udp_short_last_datagram(v6) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     sp, want = super_udp(flow, payload(10 * 1200 + 77, 8), 1200)
     got = gso_split(sp)
@@ -476,7 +476,7 @@ def test_split_udp_short_last_datagram(v6):
 @pytest.mark.parametrize("src,dst", [("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
                                      ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::"),
                                      ("255.255.255.255", "255.255.255.255"), ("0.0.0.0", "0.0.0.0")])
-def test_checksums_with_extreme_addresses(src, dst):
+def test_checksums_with_extreme_addresses(src, dst) -> None:
     """All-ones addresses take a 64-bit running sum to its top, where a lost
     carry would go unnoticed with everyday addresses."""
     flow = Flow(src=src, dst=dst)
@@ -487,7 +487,7 @@ def test_checksums_with_extreme_addresses(src, dst):
         check_merged_header(out, want, TCP if proto == "tcp" else UDP)
 
 
-def test_split_never_writes_a_zero_udp_checksum():
+def test_split_never_writes_a_zero_udp_checksum() -> None:
     flow = Flow()
     base = bytearray(payload(200, 11))
     # choose the last two payload bytes so that the checksum computes to zero
@@ -505,7 +505,7 @@ def test_split_never_writes_a_zero_udp_checksum():
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_split_completes_a_partial_checksum_without_gso(v6, proto):
+def test_split_completes_a_partial_checksum_without_gso(v6, proto) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     make = (lambda c: flow.tcp(5, 6, payload(333, 1), flags=SYN, csum=c)) if proto == "tcp" else (
         lambda c: flow.udp(payload(333, 1), csum=c))
@@ -515,7 +515,7 @@ def test_split_completes_a_partial_checksum_without_gso(v6, proto):
     assert got == full
 
 
-def test_split_copies_a_plain_packet_as_is():
+def test_split_copies_a_plain_packet_as_is() -> None:
     for pkt in (Flow().tcp(1, 2, b"x", csum="bad"), b"\x60" + bytes(7), b"\x99"):
         assert gso_split(ZERO_HDR + pkt) == [pkt]
         assert gso_split(vnet(2) + pkt) == [pkt]  # DATA_VALID changes nothing
@@ -558,7 +558,7 @@ def _refusals() -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.mark.parametrize("name", sorted(_refusals()))
-def test_split_refuses_what_is_inconsistent(name):
+def test_split_refuses_what_is_inconsistent(name) -> None:
     data, reason = _refusals()[name]
     with pytest.raises(ValueError, match=reason):
         gso_split(data)
@@ -612,20 +612,20 @@ def _split_is_sane(data: bytes) -> None:
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 @example(b"")
-def test_fuzz_split_random_bytes(data):
+def test_fuzz_split_random_bytes(data) -> None:
     _split_is_sane(data)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rnd=st.randoms(use_true_random=False), base=st.sampled_from(VALID))
-def test_fuzz_split_mutated_super_packets(rnd, base):
+def test_fuzz_split_mutated_super_packets(rnd, base) -> None:
     _split_is_sane(_mutate(rnd, base))
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(f=flows(), rnd=st.randoms(use_true_random=False), n=st.integers(0, 40), udp=st.booleans(),
        junk=st.lists(st.binary(max_size=80), max_size=5))
-def test_fuzz_coalesce_mutated_flows(f, rnd, n, udp, junk):
+def test_fuzz_coalesce_mutated_flows(f, rnd, n, udp, junk) -> None:
     base = tcp_segments(f, [600] * n, 1, 1) + udp_datagrams(f, [300] * (n // 2))
     packets = [_mutate(rnd, p) if rnd.random() < 0.3 else p for p in base] + junk
     flags = native.GRO_TCP | (native.GRO_UDP if udp else 0)

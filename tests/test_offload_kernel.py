@@ -95,7 +95,7 @@ DSTOPTS_HDR = bytes([0, 0, 1, 4, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("v,ext", [(4, False), (6, False), (6, True)], ids=["ipv4", "ipv6", "ipv6-dstopts"])
-async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun, v, ext):
+async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun, v, ext) -> None:
     local, remote = ADDR[v]
     loop = asyncio.get_running_loop()
     sock = socket.socket(family(v), socket.SOCK_STREAM)
@@ -180,7 +180,7 @@ async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun, 
 # -- (b) the kernel's USO super-packets split into the datagrams -------------------
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagrams(tun, v):
+async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagrams(tun, v) -> None:
     if not tun.offload & TUN_F_USO4:
         pytest.skip("this kernel refused TUNSETOFFLOAD USO4|USO6 (before 6.2)")
     local, remote = ADDR[v]
@@ -203,7 +203,7 @@ async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagram
 # -- (c) coalesced writes reach real sockets intact ----------------------------------
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun, v):
+async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun, v) -> None:
     if not tun.offload & TUN_F_USO4:
         pytest.skip("this kernel refused TUNSETOFFLOAD USO4|USO6 (before 6.2)")
     local, remote = ADDR[v]
@@ -224,7 +224,7 @@ async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun, v)
 
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v):
+async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v) -> None:
     local, remote = ADDR[v]
     loop = asyncio.get_running_loop()
     mss = MTU - (40 if v == 4 else 60)
@@ -305,7 +305,7 @@ async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v):
         srv.close()
 
 
-async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun):
+async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun) -> None:
     """The control for the csum-error assertions above: a datagram with a
     bad checksum, written plainly, is dropped and counted.  UDP verifies
     lazily, when the socket reads, so the read of a good datagram written
@@ -333,7 +333,7 @@ async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun):
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("proto", [TCP, UDP], ids=["tcp", "udp"])
-async def test_kernel_segments_a_coalesced_write_into_valid_packets(tun, plain_tun, v, proto):
+async def test_kernel_segments_a_coalesced_write_into_valid_packets(tun, plain_tun, v, proto) -> None:
     """Forwarded to a TUN without offloads, a coalesced super-packet is cut
     and checksummed by the kernel's software GSO from the seed in its L4
     checksum field, so this checks the seed convention itself: the folded
@@ -384,7 +384,7 @@ def _refused() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", sorted(_refused()))
-def test_kernel_refuses_what_split_refuses(tun, name):
+def test_kernel_refuses_what_split_refuses(tun, name) -> None:
     data = _refused()[name]
     with pytest.raises(OSError) as refused:
         tun.write(data)
@@ -393,7 +393,7 @@ def test_kernel_refuses_what_split_refuses(tun, name):
         gso_split(data)
 
 
-def test_kernel_accepts_the_coalesced_super_packets_unmodified(tun):
+def test_kernel_accepts_the_coalesced_super_packets_unmodified(tun) -> None:
     assert vnet_header_size(tun.fd) == 10
     f = Flow(src=ADDR[4][1], dst=ADDR[4][0], sport=1, dport=9)
     [tcp] = gro_coalesce([f.tcp(1000 * i, 1, payload(1000, i), ident=i) for i in range(2)])

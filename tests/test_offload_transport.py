@@ -18,10 +18,12 @@ from support.inet import Flow, checksums_valid, parse
 from support.netns import network_namespace, sysctl
 from support.traffic import is_own
 from support.wait import wait_for_condition
+from aiouring import Backend
+from typing import Iterator
 
 
 @pytest.fixture
-def forwarding():
+def forwarding() -> Iterator[None]:
     """A namespace that forwards 10.9.0.2 -> 10.9.0.3 straight back out of the TUN."""
     with network_namespace(forwarding=True):
         for scope in ("all", "default"):
@@ -30,7 +32,7 @@ def forwarding():
         yield
 
 
-async def test_open_tun_uses_offloads_and_the_application_sees_ordinary_packets(forwarding, backend):
+async def test_open_tun_uses_offloads_and_the_application_sees_ordinary_packets(forwarding: None, backend: Backend) -> None:
     tun = await aiouring.open_tun(addresses=["10.9.0.1/24"], backend=backend, txqueuelen=4096)
     assert {"tso4", "tso6", "coalesce-tcp"} <= tun.get_extra_info("offload")
     assert tun.device.vnet_hdr
@@ -46,7 +48,7 @@ async def test_open_tun_uses_offloads_and_the_application_sees_ordinary_packets(
     await tun.aclose()
 
 
-async def test_offload_off_and_the_environment_kill_switch(forwarding, backend, monkeypatch, caplog):
+async def test_offload_off_and_the_environment_kill_switch(forwarding: None, backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     off = await aiouring.open_tun(addresses=["10.9.0.1/24"], backend=backend, offload=False)
     assert off.get_extra_info("offload") == frozenset() and not off.device.vnet_hdr
     await off.aclose()
@@ -63,7 +65,7 @@ async def test_offload_off_and_the_environment_kill_switch(forwarding, backend, 
     await killed.aclose()
 
 
-async def test_offload_is_refused_where_it_cannot_work(netns):
+async def test_offload_is_refused_where_it_cannot_work(netns: str) -> None:
     with pytest.raises(ValueError, match="TUN mode"):
         await aiouring.open_tun(mode="tap", offload=True)
     with pytest.raises(ValueError, match="offload"):
@@ -73,7 +75,7 @@ async def test_offload_is_refused_where_it_cannot_work(netns):
     await tap.aclose()
 
 
-async def test_protocol_code_sees_split_packets_and_its_writes_are_merged_on_the_fakes():
+async def test_protocol_code_sees_split_packets_and_its_writes_are_merged_on_the_fakes() -> None:
     """What a user's test suite does: no root, a fake TUN speaking super-packets."""
     transport, protocol, peer = await fake_tun_connection(RecordingProtocol, offload=True)
     flow = Flow(src="10.0.0.2", dst="10.0.0.1", sport=5000, dport=80)
@@ -95,7 +97,7 @@ async def test_protocol_code_sees_split_packets_and_its_writes_are_merged_on_the
     await transport.wait_closed()
 
 
-async def test_a_kernel_that_refuses_merged_writes_gets_them_one_by_one(caplog):
+async def test_a_kernel_that_refuses_merged_writes_gets_them_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
     """Some vendor kernels take IFF_VNET_HDR, then refuse merged writes with
     EINVAL: the transport stops merging, logs once, and loses nothing."""
     transport, protocol, peer = await fake_tun_connection(RecordingProtocol, offload=True)
@@ -136,7 +138,7 @@ WRITES = {
 
 
 @pytest.mark.parametrize("what", list(WRITES))
-async def test_the_fake_kernel_refuses_what_the_real_one_refuses(what, forwarding):
+async def test_the_fake_kernel_refuses_what_the_real_one_refuses(what: str, forwarding: None) -> None:
     """One raw write with a virtio header, to a real vnet TUN and to the fake:
     the same answer (taken, or EINVAL)."""
     from support.vnet import VnetTun, offload_all
@@ -145,7 +147,7 @@ async def test_the_fake_kernel_refuses_what_the_real_one_refuses(what, forwardin
 
     real = VnetTun("judge0", offload=offload_all())
     await aiouring.TunDevice(-1, real.name).set_up(True)  # a link that is down answers EIO to everything
-    answers = []
+    answers: list[bool | int | None] = []
     try:
         async with aiouring.Ring() as ring:
             try:
@@ -166,7 +168,7 @@ async def test_the_fake_kernel_refuses_what_the_real_one_refuses(what, forwardin
     assert answers[1] == answers[0], f"real kernel: {answers[0]}, fake: {answers[1]}"
 
 
-async def test_fake_tun_with_offload_reads_and_writes_through_the_awaitable_api():
+async def test_fake_tun_with_offload_reads_and_writes_through_the_awaitable_api() -> None:
     pair = await fake_tun(offload=True)
     flow = Flow(src="10.0.0.2", dst="10.0.0.1", sport=1, dport=2)
     datagrams = [flow.udp(b"%03d" % i * 100, ident=0x1234 + i) for i in range(8)]

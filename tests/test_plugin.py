@@ -7,24 +7,28 @@ import sys
 import textwrap
 
 from packets import echo_reply, ipv4, PROTO_ICMP
+from pathlib import Path
+from aiouring.testing import FakeRing, FakeTun
 
 
-async def test_my_vpn_answers_ping(fake_tun):
+async def test_my_vpn_answers_ping(fake_tun: FakeTun) -> None:
     """A user's test: their responder logic on a fake TUN, no root, no io_uring."""
     tun, peer = fake_tun.tun, fake_tun.peer
     request = ipv4("10.0.0.2", "10.0.0.1", PROTO_ICMP, b"\x08\x00\xf7\xff\x00\x00\x00\x00")
     peer.send(request)
     packet = await tun.read()
-    await tun.write(echo_reply(packet))
+    answer = echo_reply(packet)
+    assert answer is not None  # it was an echo request
+    await tun.write(answer)
     reply = await peer.receive()
     assert reply[20] == 0 and reply[12:16] == request[16:20]
 
 
-async def test_fake_ring_fixture_is_a_working_ring(fake_ring):
+async def test_fake_ring_fixture_is_a_working_ring(fake_ring: FakeRing) -> None:
     assert await fake_ring.nop() == 0
 
 
-def test_plugin_works_in_a_separate_suite_without_privileges_or_io_uring(tmp_path):
+def test_plugin_works_in_a_separate_suite_without_privileges_or_io_uring(tmp_path: Path) -> None:
     from support.sandbox import unprivileged_no_uring
 
     (tmp_path / "test_user.py").write_text(

@@ -18,11 +18,12 @@ from aiouring.testing import fake_tun
 from support.harness import RecordingProtocol
 from support.netns import interface_names, open_fds
 from support.wait import wait_for_condition
+from aiouring import Backend
 
 HERE = os.path.dirname(__file__)
 
 
-async def test_overflowing_completion_queue_loses_nothing():
+async def test_overflowing_completion_queue_loses_nothing() -> None:
     """1000 ops through a 4-entry SQ and an 8-entry CQ: the SQ fills (submitted
     early), the CQ overflows (the kernel keeps the CQEs), every op completes."""
     async with Ring(4, cq_entries=8) as ring:
@@ -33,7 +34,7 @@ async def test_overflowing_completion_queue_loses_nothing():
         assert submitted == reaped == 1000
 
 
-async def test_writing_to_a_tun_whose_link_is_down_reports_eio(backend, netns):
+async def test_writing_to_a_tun_whose_link_is_down_reports_eio(backend: Backend, netns: str) -> None:
     transport, protocol = await aiouring.create_tun_connection(RecordingProtocol, up=False, backend=backend)
     transport.write(b"\x45" + bytes(27))
     for _ in range(200):
@@ -46,7 +47,7 @@ async def test_writing_to_a_tun_whose_link_is_down_reports_eio(backend, netns):
     await protocol.lost
 
 
-async def test_awaitable_write_to_a_down_link_raises_eio_on_the_next_write(backend, netns):
+async def test_awaitable_write_to_a_down_link_raises_eio_on_the_next_write(backend: Backend, netns: str) -> None:
     tun = await aiouring.open_tun(up=False, backend=backend)
     await tun.write(b"\x45" + bytes(27))
     await wait_for_condition(lambda: tun._protocol.write_errors)
@@ -57,20 +58,20 @@ async def test_awaitable_write_to_a_down_link_raises_eio_on_the_next_write(backe
 
 
 @pytest.mark.parametrize("err", [errno.ECANCELED, errno.EIO, errno.EAGAIN])
-async def test_write_failures_from_the_kernel_go_to_error_received(err):
+async def test_write_failures_from_the_kernel_go_to_error_received(err: int) -> None:
     pair = await fake_tun()
     pair.peer.fail_writes(err)
     await pair.tun.write(b"\x45one")
     await wait_for_condition(lambda: pair.tun._protocol.write_errors)
     with pytest.raises(OSError) as info:
         await pair.tun.write(b"\x45two")  # raises the refusal of "one", and writes "two"
-    assert info.value.errno == err and info.value.packet == b"\x45one"
+    assert info.value.errno == err and info.value.packet == b"\x45one"  # type: ignore[attr-defined]  # the refused packet aiouring attaches to the OSError
     await pair.tun.write(b"\x45three")
     assert [await pair.peer.receive(), await pair.peer.receive()] == [b"\x45two", b"\x45three"]
     await pair.tun.aclose()
 
 
-async def test_thousand_open_close_cycles_leak_no_fd_or_memory(backend, netns):
+async def test_thousand_open_close_cycles_leak_no_fd_or_memory(backend: Backend, netns: str) -> None:
     async def cycle() -> None:
         tun = await aiouring.open_tun(backend=backend, up=False)  # no netlink round trip: 1000 cycles stay quick
         for _ in range(3):
@@ -121,7 +122,7 @@ LOOP_CLOSED_WITH_DEVICE_OPEN = textwrap.dedent(
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_closing_the_loop_with_a_device_open_neither_crashes_nor_hangs(loop, backend, netns):
+def test_closing_the_loop_with_a_device_open_neither_crashes_nor_hangs(loop: str, backend: Backend, netns: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", LOOP_CLOSED_WITH_DEVICE_OPEN, loop, backend],
         capture_output=True, text=True, timeout=60,
@@ -131,7 +132,7 @@ def test_closing_the_loop_with_a_device_open_neither_crashes_nor_hangs(loop, bac
     assert "ResourceWarning" in proc.stderr  # the leak is reported, not hidden
 
 
-async def test_a_tun_dropped_without_close_warns(netns):
+async def test_a_tun_dropped_without_close_warns(netns: str) -> None:
     tun = await aiouring.open_tun()
     name = tun.name
     with pytest.warns(ResourceWarning, match=f"unclosed <Tun {name}"):

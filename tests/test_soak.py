@@ -21,11 +21,14 @@ from support.cancel import read_or_cancel
 from support.harness import SO_RCVBUFFORCE
 from support.netns import open_fds
 from support.traffic import is_own
+from aiouring import Backend
+from typing import Callable
+from typing import Any
 
 LOCAL, REMOTE = "10.13.0.1", "10.13.0.2"
 
 
-async def soak(seconds: float, backend: str) -> dict:
+async def soak(seconds: float, backend: Backend) -> dict[str, Any]:
     ring = aiouring.get_ring(backend)  # held for the whole soak: the loop's ring is not part of the count
     fds_start = len(open_fds())
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -50,10 +53,12 @@ async def soak(seconds: float, backend: str) -> dict:
                 continue
             if not is_own(packet):
                 continue  # the kernel's own IPv6 packets
-            (seq,) = struct.unpack("!Q", udp_payload(packet))
+            payload = udp_payload(packet)
+            assert payload is not None
+            (seq,) = struct.unpack("!Q", payload)
             assert seq == received, f"expected packet {received}, got {seq}"
             received += 1
-            await tun.write(udp(REMOTE, LOCAL, 9, 7000, udp_payload(packet)))
+            await tun.write(udp(REMOTE, LOCAL, 9, 7000, payload))
             echoed += 1
         while echo_seen < echoed:
             try:
@@ -74,7 +79,7 @@ async def soak(seconds: float, backend: str) -> dict:
     }
 
 
-def check(report: dict, record_property) -> None:
+def check(report: dict[str, Any], record_property: Callable[[str, object], None]) -> None:
     print(f"\nsoak: {report}")
     for key, value in report.items():
         record_property(key, value)
@@ -84,13 +89,13 @@ def check(report: dict, record_property) -> None:
     assert report["fds_end"] == report["fds_start"]
 
 
-async def test_short_soak(backend, netns, record_property):
+async def test_short_soak(backend: Backend, netns: str, record_property: Callable[[str, object], None]) -> None:
     check(await soak(5.0, backend), record_property)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(0)
-async def test_soak(backend, netns, record_property):
+async def test_soak(backend: Backend, netns: str, record_property: Callable[[str, object], None]) -> None:
     seconds = float(os.environ.get("AIOURING_SOAK_SECONDS", "600"))
     report = await soak(seconds, backend)
     check(report, record_property)

@@ -14,10 +14,12 @@ from support.harness import RecordingProtocol
 from support.netns import network_namespace, sysctl
 from support.traffic import is_own
 from support.wait import wait_for_condition
+from aiouring import Backend
+from typing import Iterator
 
 
 @pytest.fixture
-def forwarding():
+def forwarding() -> Iterator[None]:
     """A namespace that forwards 10.9.0.2 -> 10.9.0.3 straight back out of the TUN."""
     with network_namespace(forwarding=True):
         for scope in ("all", "default"):
@@ -27,7 +29,7 @@ def forwarding():
 
 
 @pytest.mark.parametrize("offload", [True, False])
-async def test_a_tun_counts_packets_bytes_reads_and_writes(forwarding, backend, offload):
+async def test_a_tun_counts_packets_bytes_reads_and_writes(forwarding: None, backend: Backend, offload: bool) -> None:
     tun = await aiouring.open_tun(addresses=["10.9.0.1/24"], backend=backend, offload=offload, txqueuelen=4096)
     packets = [udp("10.9.0.2", "10.9.0.3", 1000, 2000, b"%05d" % i + b"z" * 295, ident=i) for i in range(500)]
     await tun.write_batch(packets)
@@ -58,14 +60,14 @@ async def test_a_tun_counts_packets_bytes_reads_and_writes(forwarding, backend, 
     await tun.aclose()
 
 
-async def test_refused_writes_and_what_abort_drops_are_counted(forwarding, backend):
+async def test_refused_writes_and_what_abort_drops_are_counted(forwarding: None, backend: Backend) -> None:
     tun = await aiouring.open_tun(addresses=["10.9.0.1/24"], backend=backend, offload=False)
     refused = b"\x00" * 20  # IP version 0: the TUN driver answers EINVAL
     await tun.write(refused)
     await wait_for_condition(lambda: tun.stats.send_errors == 1)
     with pytest.raises(OSError) as info:
         await tun.drain()
-    assert info.value.packet == refused
+    assert info.value.packet == refused  # type: ignore[attr-defined]  # the refused packet aiouring attaches to the OSError
     assert tun.stats.packets_sent == 0
     transport = tun.transport
     for i in range(10):  # queued until this iteration's flush, which abort() comes before
@@ -76,7 +78,7 @@ async def test_refused_writes_and_what_abort_drops_are_counted(forwarding, backe
     await tun.aclose()
 
 
-async def test_the_fakes_count_as_the_real_thing():
+async def test_the_fakes_count_as_the_real_thing() -> None:
     transport, protocol, peer = await fake_tun_connection(RecordingProtocol)
     packet = udp("10.0.0.2", "10.0.0.1", 1, 2, b"hello")
     peer.send(packet)

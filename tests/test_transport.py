@@ -11,9 +11,12 @@ from aiouring import ClosedError
 from support.harness import RecordingProtocol
 from support.netns import interface_names
 from support.wait import wait_for_condition
+from aiouring import Backend
+from support.harness import FakeHarness, Harness
+from typing import Any
 
 
-async def test_callbacks_come_in_a_legal_order_and_connection_lost_once(harness):
+async def test_callbacks_come_in_a_legal_order_and_connection_lost_once(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     assert protocol.events[0] == "connection_made"
     harness.send_inbound([b"one", b"two"])
@@ -28,7 +31,7 @@ async def test_callbacks_come_in_a_legal_order_and_connection_lost_once(harness)
     assert protocol.events.count("connection_lost") == 1
 
 
-async def test_packets_arrive_whole_and_in_order(harness):
+async def test_packets_arrive_whole_and_in_order(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     payloads = [f"packet {i:04d}".encode() * (1 + i % 7) for i in range(300)]
     harness.send_inbound(payloads)
@@ -38,7 +41,7 @@ async def test_packets_arrive_whole_and_in_order(harness):
     await protocol.lost
 
 
-async def test_written_packets_arrive_whole_and_in_order(harness):
+async def test_written_packets_arrive_whole_and_in_order(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     payloads = [f"out {i:04d}".encode() * (1 + i % 5) for i in range(300)]
     for p in payloads:
@@ -49,7 +52,7 @@ async def test_written_packets_arrive_whole_and_in_order(harness):
     assert protocol.errors == []
 
 
-async def test_pause_reading_holds_packets_until_resume(harness):
+async def test_pause_reading_holds_packets_until_resume(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     transport.pause_reading()
     assert not transport.is_reading()
@@ -66,9 +69,9 @@ async def test_pause_reading_holds_packets_until_resume(harness):
     await protocol.lost
 
 
-async def test_pause_in_connection_made_defers_reading(harness):
+async def test_pause_in_connection_made_defers_reading(harness: Harness) -> None:
     class PausesAtOnce(RecordingProtocol):
-        def connection_made(self, transport):
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             transport.pause_reading()
 
@@ -82,7 +85,7 @@ async def test_pause_in_connection_made_defers_reading(harness):
     await protocol.lost
 
 
-async def test_write_flow_control_pauses_and_resumes_the_protocol(harness):
+async def test_write_flow_control_pauses_and_resumes_the_protocol(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     transport.set_write_buffer_limits(high=1000, low=100)
     assert transport.get_write_buffer_limits() == (100, 1000)
@@ -101,7 +104,7 @@ async def test_write_flow_control_pauses_and_resumes_the_protocol(harness):
     await protocol.lost
 
 
-async def test_close_flushes_queued_writes(harness):
+async def test_close_flushes_queued_writes(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     payloads = [b"flush %d" % i for i in range(200)]
     for p in payloads:
@@ -114,7 +117,7 @@ async def test_close_flushes_queued_writes(harness):
         transport.write(harness.packet(b"late"))
 
 
-async def test_abort_drops_queued_writes(harness):
+async def test_abort_drops_queued_writes(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     for i in range(200):
         transport.write(harness.packet(b"abort %d" % i))
@@ -125,7 +128,7 @@ async def test_abort_drops_queued_writes(harness):
     assert await harness.outbound(200, timeout=0) == []  # nothing had been handed to the kernel
 
 
-async def test_extra_info_describes_the_device(harness):
+async def test_extra_info_describes_the_device(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     name = transport.get_extra_info("name")
     assert isinstance(name, str) and name
@@ -143,7 +146,7 @@ async def test_extra_info_describes_the_device(harness):
     assert transport.get_extra_info("fileno") is None
 
 
-async def test_bad_packets_are_refused_before_anything_is_written(harness):
+async def test_bad_packets_are_refused_before_anything_is_written(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     with pytest.raises(ValueError, match="empty"):
         transport.write(b"")
@@ -160,9 +163,9 @@ async def test_bad_packets_are_refused_before_anything_is_written(harness):
     await protocol.lost
 
 
-async def test_refused_write_goes_to_error_received_and_the_transport_stays_open(harness):
+async def test_refused_write_goes_to_error_received_and_the_transport_stays_open(harness: Harness) -> None:
     transport, protocol = await harness.connect()
-    if harness.kind == "fake":
+    if isinstance(harness, FakeHarness):
         harness.device.fail_writes(errno.EINVAL)
     transport.write(b"\x00" * 20)  # IP version 0: the TUN driver answers EINVAL
     transport.write(harness.packet(b"after the error"))
@@ -178,7 +181,7 @@ async def test_refused_write_goes_to_error_received_and_the_transport_stays_open
     await protocol.lost
 
 
-async def test_batch_hook_gets_whole_batches(harness):
+async def test_batch_hook_gets_whole_batches(harness: Harness) -> None:
     transport, protocol = await harness.connect()
     harness.send_inbound([b"b%d" % i for i in range(100)])  # all queued before the loop runs again
     await protocol.wait_packets(100)
@@ -189,12 +192,12 @@ async def test_batch_hook_gets_whole_batches(harness):
     await protocol.lost
 
 
-async def test_exception_in_protocol_is_reported_and_the_transport_keeps_serving(harness):
+async def test_exception_in_protocol_is_reported_and_the_transport_keeps_serving(harness: Harness) -> None:
     """As asyncio's datagram transport: a protocol callback that raises is
     reported to the loop's exception handler; packets keep coming."""
 
     class Explodes(RecordingProtocol):
-        def packets_received(self, packets):
+        def packets_received(self, packets: list[bytes]) -> None:
             super().packets_received(packets)
             if any(harness.unwrap(p) == b"trigger" for p in packets):
                 raise RuntimeError("boom")
@@ -214,24 +217,24 @@ async def test_exception_in_protocol_is_reported_and_the_transport_keeps_serving
     assert await protocol.lost is None
 
 
-async def test_pause_reading_inside_a_batch_holds_the_rest_of_it(harness):
+async def test_pause_reading_inside_a_batch_holds_the_rest_of_it(harness: Harness) -> None:
     """A protocol taking one packet at a time pauses after the first of a
     batch: nothing more arrives until it resumes, and nothing is lost."""
 
     class OneAtATime(aiouring.TunProtocol):
-        def __init__(self):
-            self.got = []
+        def __init__(self) -> None:
+            self.got: list[bytes | None] = []
             self.lost = asyncio.get_running_loop().create_future()
 
-        def connection_made(self, transport):
+        def connection_made(self, transport: Any) -> None:
             self.transport = transport
 
-        def packet_received(self, packet):
+        def packet_received(self, packet: bytes) -> None:
             if harness.unwrap(packet) is not None:
                 self.got.append(harness.unwrap(packet))
                 self.transport.pause_reading()
 
-        def connection_lost(self, exc):
+        def connection_lost(self, exc: BaseException | None) -> None:
             self.lost.set_result(exc)
 
     transport, protocol = await harness.connect(OneAtATime)
@@ -249,7 +252,7 @@ async def test_pause_reading_inside_a_batch_holds_the_rest_of_it(harness):
     await protocol.lost
 
 
-async def test_device_disappears_after_close(backend, netns):
+async def test_device_disappears_after_close(backend: Backend, netns: str) -> None:
     transport, protocol = await aiouring.create_tun_connection(RecordingProtocol, backend=backend)
     name = transport.get_extra_info("name")
     assert name in interface_names()

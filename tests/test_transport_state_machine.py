@@ -26,6 +26,7 @@ import uvloop
 import aiouring
 from aiouring.testing import FakeRing, fake_device
 from support.harness import RecordingProtocol
+from typing import Any, Callable
 
 
 class TransportMachine(RuleBasedStateMachine):
@@ -34,7 +35,7 @@ class TransportMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = self.loop_factory()
-        self.reported: list[dict] = []
+        self.reported: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.reported.append(ctx))
         self.ring = self.loop.run_until_complete(self._make_ring())
         device, self.device = fake_device(self.ring, "fsm0")
@@ -59,7 +60,7 @@ class TransportMachine(RuleBasedStateMachine):
         for _ in range(rounds):
             self.loop.run_until_complete(asyncio.sleep(0))
 
-    def settle_until(self, done, limit: int = 5000) -> None:
+    def settle_until(self, done: Callable[[], bool], limit: int = 5000) -> None:
         """Run the loop until ``done()`` (a 3-slot write pool drains a few packets per iteration)."""
         for _ in range(limit):
             if done():

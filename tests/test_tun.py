@@ -20,9 +20,12 @@ from support.cancel import read_or_cancel
 from support.netns import interface_names
 from support.traffic import is_own, read_own
 from support.wait import wait_for_condition
+from aiouring import Backend
+from support.harness import FakeHarness, Harness
+from typing import Any, Callable
 
 
-async def test_read_returns_packets_in_order(harness):
+async def test_read_returns_packets_in_order(harness: Harness) -> None:
     tun = await harness.open_tun()
     harness.send_inbound([b"a", b"bb", b"ccc"])
     got = [harness.unwrap(await read_own(tun)) for _ in range(3)]
@@ -30,7 +33,7 @@ async def test_read_returns_packets_in_order(harness):
     await tun.aclose()
 
 
-async def test_async_for_ends_when_closed(harness):
+async def test_async_for_ends_when_closed(harness: Harness) -> None:
     tun = await harness.open_tun()
     harness.send_inbound([b"1", b"2"])
     seen = []
@@ -44,7 +47,7 @@ async def test_async_for_ends_when_closed(harness):
     await tun.wait_closed()
 
 
-async def test_buffered_packet_is_returned_without_suspending(harness):
+async def test_buffered_packet_is_returned_without_suspending(harness: Harness) -> None:
     tun = await harness.open_tun()
     harness.send_inbound([b"ready"])
     await asyncio.wait_for(_until(lambda: any(is_own(p) for p in tun._protocol.queue)), 5)
@@ -57,12 +60,12 @@ async def test_buffered_packet_is_returned_without_suspending(harness):
     await tun.aclose()
 
 
-async def test_cancelled_reads_never_lose_a_packet(harness):
+async def test_cancelled_reads_never_lose_a_packet(harness: Harness) -> None:
     """A storm of wait_for(read(), tiny timeout) while packets stream in."""
     tun = await harness.open_tun()
     total = 4000
     payloads = [b"storm %05d" % i for i in range(total)]
-    got: list[bytes] = []
+    got: list[bytes | None] = []
     timeouts = 0
 
     async def produce() -> None:
@@ -85,7 +88,7 @@ async def test_cancelled_reads_never_lose_a_packet(harness):
     await tun.aclose()
 
 
-async def test_woken_reader_cancelled_before_resuming_leaves_packet_for_next():
+async def test_woken_reader_cancelled_before_resuming_leaves_packet_for_next() -> None:
     """The second window: the packet is in the queue and the reader was woken,
     but the task is cancelled before it runs again."""
     pair = await fake_tun()
@@ -106,7 +109,7 @@ async def test_woken_reader_cancelled_before_resuming_leaves_packet_for_next():
     await pair.tun.aclose()
 
 
-async def test_two_readers_are_served_in_order(harness):
+async def test_two_readers_are_served_in_order(harness: Harness) -> None:
     tun = await harness.open_tun()
     readers = [asyncio.ensure_future(tun.read()) for _ in range(3)]
     await asyncio.sleep(0)
@@ -119,7 +122,7 @@ async def test_two_readers_are_served_in_order(harness):
     await tun.aclose()
 
 
-async def test_close_wakes_pending_reads_and_later_calls_raise(harness):
+async def test_close_wakes_pending_reads_and_later_calls_raise(harness: Harness) -> None:
     tun = await harness.open_tun()
     pending = [asyncio.ensure_future(tun.read()) for _ in range(5)]
     await asyncio.sleep(0.01)
@@ -138,7 +141,7 @@ async def test_close_wakes_pending_reads_and_later_calls_raise(harness):
     tun.close()  # idempotent
 
 
-async def test_write_reaches_the_network(harness):
+async def test_write_reaches_the_network(harness: Harness) -> None:
     tun = await harness.open_tun()
     for i in range(50):
         await tun.write(harness.packet(b"w%d" % i))
@@ -146,9 +149,9 @@ async def test_write_reaches_the_network(harness):
     await tun.aclose()
 
 
-async def test_refused_packet_is_raised_by_the_next_write_which_still_writes(harness):
+async def test_refused_packet_is_raised_by_the_next_write_which_still_writes(harness: Harness) -> None:
     tun = await harness.open_tun()
-    if harness.kind == "fake":
+    if isinstance(harness, FakeHarness):
         harness.device.fail_writes(errno.EINVAL)
     refused = b"\x00" * 20  # IP version 0: the TUN driver answers EINVAL
     await tun.write(refused)
@@ -156,16 +159,16 @@ async def test_refused_packet_is_raised_by_the_next_write_which_still_writes(har
     with pytest.raises(OSError) as info:
         await tun.write(harness.packet(b"written all the same"))
     assert info.value.errno == errno.EINVAL
-    assert info.value.packet == refused  # which packet it was
+    assert info.value.packet == refused  # type: ignore[attr-defined]  # the refused packet aiouring attaches to the OSError; which packet it was
     assert any("earlier" in note for note in info.value.__notes__)
     await tun.write(harness.packet(b"and this one"))
     assert await harness.outbound(2) == [b"written all the same", b"and this one"]
     await tun.aclose()
 
 
-async def test_drain_raises_a_refused_packet_once(harness):
+async def test_drain_raises_a_refused_packet_once(harness: Harness) -> None:
     tun = await harness.open_tun()
-    if harness.kind == "fake":
+    if isinstance(harness, FakeHarness):
         harness.device.fail_writes(errno.EINVAL)
     await tun.write(b"\x00" * 20)
     await wait_for_condition(lambda: tun._protocol.write_errors)
@@ -176,27 +179,28 @@ async def test_drain_raises_a_refused_packet_once(harness):
     await tun.aclose()
 
 
-async def test_write_validates_its_argument(harness):
+async def test_write_validates_its_argument(harness: Harness) -> None:
     tun = await harness.open_tun()
     with pytest.raises(ValueError):
         await tun.write(b"")
     with pytest.raises(ValueError):
         await tun.write(b"\x45" * (tun.mtu + 1))
     with pytest.raises(TypeError):
-        await tun.write(["not", "bytes"])
+        await tun.write(["not", "bytes"])  # type: ignore[arg-type]  # the wrong type on purpose
     await tun.aclose()
 
 
-async def test_ten_thousand_packets_each_way_with_contents_checked(backend, netns):
+async def test_ten_thousand_packets_each_way_with_contents_checked(backend: Backend, netns: str) -> None:
     tun = await aiouring.open_tun(addresses=[f"{LOCAL}/24"], backend=backend)
     from support.harness import KernelHarness
 
     h = KernelHarness(backend)
     h._bind()
+    assert h._receiver is not None
     h._receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)  # root: past rmem_max
     n = 10_000
     inbound = [os.urandom(8) + b"in %05d" % i for i in range(n)]
-    got = []
+    got: list[bytes | None] = []
     for i in range(0, n, 250):  # in bursts below the TUN's queue length
         h.send_inbound(inbound[i : i + 250])
         while len(got) < i + 250:
@@ -213,7 +217,7 @@ async def test_ten_thousand_packets_each_way_with_contents_checked(backend, netn
     await tun.aclose()
 
 
-async def test_open_tun_names_and_configures_the_interface(backend, netns):
+async def test_open_tun_names_and_configures_the_interface(backend: Backend, netns: str) -> None:
     tun = await aiouring.open_tun("aiou-test0", mtu=1400, addresses=["10.4.0.1/24"], backend=backend)
     assert tun.name == "aiou-test0" and tun.mtu == 1400
     assert "aiou-test0" in interface_names()
@@ -223,7 +227,7 @@ async def test_open_tun_names_and_configures_the_interface(backend, netns):
     assert "aiou-test0" not in interface_names()
 
 
-async def test_tap_mode_reads_ethernet_frames(backend, netns):
+async def test_tap_mode_reads_ethernet_frames(backend: Backend, netns: str) -> None:
     tap = await aiouring.open_tun(mode="tap", addresses=["10.5.0.1/24"], backend=backend)
     assert tap.mode == "tap" and tap.name.startswith("tap")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -235,7 +239,7 @@ async def test_tap_mode_reads_ethernet_frames(backend, netns):
     await tap.aclose()
 
 
-async def test_from_fd_adopts_an_open_tun(backend, netns):
+async def test_from_fd_adopts_an_open_tun(backend: Backend, netns: str) -> None:
     fd = os.open("/dev/net/tun", os.O_RDWR)  # blocking, as another library might hand it over
     fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"adopted0", 0x0001 | 0x1000))
     tun = await Tun.from_fd(fd, backend=backend)
@@ -251,7 +255,7 @@ async def test_from_fd_adopts_an_open_tun(backend, netns):
         os.fstat(fd)  # the Tun owned it and closed it
 
 
-async def test_from_fd_takes_a_file_object(netns):
+async def test_from_fd_takes_a_file_object(netns: str) -> None:
     f = open("/dev/net/tun", "r+b", buffering=0)
     fcntl.ioctl(f.fileno(), 0x400454CA, struct.pack("16sH22x", b"adopted1", 0x0001 | 0x1000))
     tun = await Tun.from_fd(f)
@@ -259,13 +263,13 @@ async def test_from_fd_takes_a_file_object(netns):
     await tun.aclose()
 
 
-async def test_from_fd_refuses_what_is_not_a_tun(netns):
+async def test_from_fd_refuses_what_is_not_a_tun(netns: str) -> None:
     r, w = os.pipe()
     try:
         with pytest.raises(ValueError, match="not a TUN"):
             await Tun.from_fd(r)
         with pytest.raises(TypeError):
-            await Tun.from_fd("fd")
+            await Tun.from_fd("fd")  # type: ignore[arg-type]  # the wrong type on purpose
     finally:
         os.close(r)
         os.close(w)
@@ -283,35 +287,35 @@ async def test_from_fd_refuses_what_is_not_a_tun(netns):
         ("lo", FileExistsError),
     ],
 )
-async def test_bad_names_are_refused_clearly(name, error, netns):
+async def test_bad_names_are_refused_clearly(name: Any, error: type[Exception], netns: str) -> None:
     with pytest.raises(error):
         await aiouring.open_tun(name)
 
 
-async def test_opening_a_name_in_use_says_so(netns):
+async def test_opening_a_name_in_use_says_so(netns: str) -> None:
     tun = await aiouring.open_tun("busy0")
     with pytest.raises(FileExistsError, match="busy0"):
         await aiouring.open_tun("busy0")
     await tun.aclose()
 
 
-async def test_bad_addresses_and_mtu_are_refused(netns):
+async def test_bad_addresses_and_mtu_are_refused(netns: str) -> None:
     with pytest.raises(ValueError, match="address"):
         await aiouring.open_tun(addresses=["10.0.0.300/24"])
     with pytest.raises(ValueError, match="mtu"):
         await aiouring.open_tun(mtu=20)
     with pytest.raises(ValueError, match="mode"):
-        await aiouring.open_tun(mode="tin")
+        await aiouring.open_tun(mode="tin")  # type: ignore[arg-type]  # the wrong type on purpose
     assert [n for n in interface_names() if n.startswith("tun")] == []  # nothing left behind
 
 
-async def _until(predicate) -> None:
+async def _until(predicate: Callable[[], bool]) -> None:
     while not predicate():
         await asyncio.sleep(0.0005)
 
 
 @pytest.mark.parametrize("options", [{"setup": "defer"}, {"setup": "plain"}, {"setup": "coop"}])
-async def test_ring_options_move_packets_both_ways(options, netns):
+async def test_ring_options_move_packets_both_ways(options: dict[str, Any], netns: str) -> None:
     from support.harness import KernelHarness
 
     async with aiouring.Ring(**options) as ring:
@@ -327,7 +331,7 @@ async def test_ring_options_move_packets_both_ways(options, netns):
         h.close()
 
 
-def test_missing_dev_net_tun_is_named_in_the_error():
+def test_missing_dev_net_tun_is_named_in_the_error() -> None:
     """/dev/net/tun hidden by an empty tmpfs in a private mount namespace."""
     import subprocess
     import sys
@@ -349,7 +353,7 @@ def test_missing_dev_net_tun_is_named_in_the_error():
     assert "/dev/net/tun does not exist" in proc.stdout and "modprobe tun" in proc.stdout
 
 
-async def test_read_batch_takes_what_is_queued_and_waits_only_when_nothing_is(harness):
+async def test_read_batch_takes_what_is_queued_and_waits_only_when_nothing_is(harness: Harness) -> None:
     tun = await harness.open_tun()
     waiting = asyncio.ensure_future(tun.read_batch(8))
     await asyncio.sleep(0)
@@ -369,7 +373,7 @@ async def test_read_batch_takes_what_is_queued_and_waits_only_when_nothing_is(ha
     await tun.aclose()
 
 
-async def test_write_batch_checks_every_packet_first_then_writes_them_in_order(harness):
+async def test_write_batch_checks_every_packet_first_then_writes_them_in_order(harness: Harness) -> None:
     tun = await harness.open_tun()
     with pytest.raises(ValueError, match="empty"):
         await tun.write_batch([harness.packet(b"never"), b""])
@@ -378,10 +382,10 @@ async def test_write_batch_checks_every_packet_first_then_writes_them_in_order(h
     await tun.aclose()
 
 
-async def test_batches_iterates_until_closed(harness):
+async def test_batches_iterates_until_closed(harness: Harness) -> None:
     tun = await harness.open_tun()
     harness.send_inbound([b"i%d" % i for i in range(5)])
-    seen: list[bytes] = []
+    seen: list[bytes | None] = []
     async for batch in tun.batches(64):
         seen += [harness.unwrap(p) for p in batch if is_own(p)]
         if len(seen) == 5:
@@ -390,7 +394,7 @@ async def test_batches_iterates_until_closed(harness):
     await tun.wait_closed()
 
 
-async def test_open_tun_works_with_async_with_without_await(netns):
+async def test_open_tun_works_with_async_with_without_await(netns: str) -> None:
     async with aiouring.open_tun(addresses=["10.21.0.1/24"]) as tun:
         assert isinstance(tun, aiouring.Tun) and not tun.closed
         name = tun.name
@@ -400,7 +404,7 @@ async def test_open_tun_works_with_async_with_without_await(netns):
     await tun2.aclose()
 
 
-async def test_open_tun_refuses_a_bad_queue_limit_at_the_call():
+async def test_open_tun_refuses_a_bad_queue_limit_at_the_call() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_queued"):
-            aiouring.open_tun(max_queued=bad)
+            aiouring.open_tun(max_queued=bad)  # type: ignore[arg-type]  # the wrong type on purpose

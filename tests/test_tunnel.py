@@ -17,6 +17,7 @@ from pyroute2 import netns as pyroute_netns
 import tunnel  # examples/tunnel.py: its wire format, to craft datagrams
 from packets import udp as udp_packet
 from support.netns import two_namespaces
+from aiouring import Backend
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 KEY = "5a" * 32
@@ -85,7 +86,7 @@ def lab():
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend, loop):
+def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend: Backend, loop: str) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
@@ -100,7 +101,7 @@ def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend, loop):
 
 
 @pytest.mark.parametrize("io", ["stdlib-drain", "stdlib-pipes"])
-def test_stdlib_plumbings_used_by_the_benchmark_work_too(lab, io):
+def test_stdlib_plumbings_used_by_the_benchmark_work_too(lab, io) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", io)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain", "--io", io)
@@ -161,7 +162,7 @@ def nothing_arrives(sock: socket.socket, within: float) -> bool:
     return False
 
 
-def test_tampered_and_replayed_datagrams_are_rejected(lab):
+def test_tampered_and_replayed_datagrams_are_rejected(lab) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
@@ -182,7 +183,7 @@ def test_tampered_and_replayed_datagrams_are_rejected(lab):
     assert counters_b["replayed"] == 1
 
 
-def test_restarting_one_side_recovers(lab):
+def test_restarting_one_side_recovers(lab) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
@@ -198,7 +199,7 @@ def test_restarting_one_side_recovers(lab):
     assert counters_a["replayed"] == 0 and counters_a["rejected"] == 0
 
 
-def test_wrong_key_gets_nothing_through(lab):
+def test_wrong_key_gets_nothing_through(lab) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", "a5" * 32)
@@ -214,7 +215,7 @@ PLUMBINGS = [("aiouring", "uring"), ("aiouring", "epoll"), ("stdlib-drain", "aut
 
 
 @pytest.mark.parametrize("io,backend", PLUMBINGS)
-def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend):
+def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend: Backend) -> None:
     """The TUN interface deleted under a running tunnel (its reads fail with
     EBADFD from then on): the process must not go on as a dead tunnel."""
     a, b = lab
@@ -230,7 +231,7 @@ def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend)
     assert "TUN" in err and "exiting" in err, err
 
 
-def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab):
+def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab) -> None:
     """A has --mtu 1480, B 1420: A's 1458-byte packet authenticates at B but
     cannot go into B's TUN; B drops and counts it and stays up."""
     a, b = lab
@@ -246,7 +247,7 @@ def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_an
     assert counters_b["oversize"] == 1
 
 
-def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab):
+def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain")
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain")
@@ -260,7 +261,7 @@ def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab):
     assert counters_b["oversize"] == 1
 
 
-def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab):
+def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab) -> None:
     """Record one datagram from each of 6 lives of A (each restart is a new
     salt: more than the 4 salts the first design remembered), then replay them
     all to B from another port.  B must refuse and count every one, and keep
@@ -296,7 +297,7 @@ def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab):
     assert counters_b.get("roamed", 0) == 0
 
 
-def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab):
+def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab) -> None:
     """Both directions share the key: B's own datagram, captured on the wire
     and bounced back to B, authenticates.  B must refuse it (and not roam)."""
     a, b = lab
@@ -353,7 +354,7 @@ def hostile_datagrams(plain: bool) -> tuple[list[bytes], int]:
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
-def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, backend, loop, plain):
+def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, backend: Backend, loop: str, plain) -> None:
     a, b = lab
     auth = ["--plain"] if plain else ["--key", KEY]
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, *auth, "--backend", backend, "--loop", loop)
@@ -386,7 +387,7 @@ def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, 
         assert counters_b["rejected"] > 1000, counters_b  # the flood, short of what the socket buffer dropped
 
 
-def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab):
+def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab) -> None:
     """--io stdlib-drain is the best stdlib recipe on both fds: one wake-up of
     its UDP socket takes up to 64 queued datagrams (asyncio's endpoint takes
     one per callback).  B is stopped while 100 datagrams queue, then resumed."""

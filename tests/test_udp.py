@@ -9,6 +9,9 @@ import pytest
 
 import aiouring
 from support.wait import wait_for_condition
+from aiouring import Backend
+from typing import Any, Callable, cast
+from support.udp import EndpointFactory
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -19,11 +22,11 @@ class Recorder(asyncio.DatagramProtocol):
         self.arrived = asyncio.Event()
         self.lost = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.events.append("connection_made")
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         assert not self.lost.done()
         self.datagrams.append((data, addr))
         self.arrived.set()
@@ -32,7 +35,7 @@ class Recorder(asyncio.DatagramProtocol):
         self.errors.append(exc)
         self.arrived.set()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.events.append("connection_lost")
         self.lost.set_result(exc)
 
@@ -46,21 +49,21 @@ class Recorder(asyncio.DatagramProtocol):
 
 
 @pytest.fixture(params=["asyncio-stdlib", "uring", "epoll"])
-def endpoint(request):
+def endpoint(request: pytest.FixtureRequest) -> EndpointFactory:
     """create_datagram_endpoint of the kind under test."""
     kind = request.param
 
-    async def create(factory=Recorder, **kwargs):
+    async def create(factory: Callable[[], Any] = Recorder, **kwargs: Any) -> Any:
         if kind == "asyncio-stdlib":
             return await asyncio.get_running_loop().create_datagram_endpoint(factory, **kwargs)
         return await aiouring.create_datagram_endpoint(factory, backend=kind, **kwargs)
 
-    create.kind = kind
-    return create
+    create.kind = kind  # type: ignore[attr-defined]  # what EndpointFactory adds to the function
+    return cast(EndpointFactory, create)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-async def test_unconnected_echo_reports_addresses_like_asyncio(endpoint, host):
+async def test_unconnected_echo_reports_addresses_like_asyncio(endpoint: EndpointFactory, host: str) -> None:
     server_t, server = await endpoint(local_addr=(host, 0))
     server_addr = server_t.get_extra_info("sockname")
     client_t, client = await endpoint(local_addr=(host, 0))
@@ -80,7 +83,7 @@ async def test_unconnected_echo_reports_addresses_like_asyncio(endpoint, host):
     assert await server.lost is None and await client.lost is None
 
 
-async def test_connected_endpoint_checks_addresses_like_asyncio(endpoint):
+async def test_connected_endpoint_checks_addresses_like_asyncio(endpoint: EndpointFactory) -> None:
     server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
     peer = server_t.get_extra_info("sockname")
     client_t, client = await endpoint(remote_addr=peer)
@@ -102,7 +105,7 @@ async def test_connected_endpoint_checks_addresses_like_asyncio(endpoint):
     await client.lost
 
 
-async def test_bad_data_raises_type_error_and_empty_sends_nothing(endpoint):
+async def test_bad_data_raises_type_error_and_empty_sends_nothing(endpoint: EndpointFactory) -> None:
     server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
     client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
     with pytest.raises(TypeError, match="bytes-like"):
@@ -118,7 +121,7 @@ async def test_bad_data_raises_type_error_and_empty_sends_nothing(endpoint):
     await client.lost
 
 
-async def test_icmp_port_unreachable_goes_to_error_received(endpoint):
+async def test_icmp_port_unreachable_goes_to_error_received(endpoint: EndpointFactory) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -132,7 +135,7 @@ async def test_icmp_port_unreachable_goes_to_error_received(endpoint):
     assert await protocol.lost is None
 
 
-async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint):
+async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint: EndpointFactory) -> None:
     server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
     client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
     client_t.close()
@@ -149,7 +152,7 @@ async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint):
     await server.lost
 
 
-async def test_thousand_datagrams_arrive_with_contents(endpoint):
+async def test_thousand_datagrams_arrive_with_contents(endpoint: EndpointFactory) -> None:
     server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
     server_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
@@ -164,7 +167,7 @@ async def test_thousand_datagrams_arrive_with_contents(endpoint):
     await server.lost
 
 
-async def test_datagram_larger_than_a_write_slot_keeps_its_place(endpoint):
+async def test_datagram_larger_than_a_write_slot_keeps_its_place(endpoint: EndpointFactory) -> None:
     server_t, server = await endpoint(local_addr=("127.0.0.1", 0))
     client_t, client = await endpoint(remote_addr=server_t.get_extra_info("sockname"))
     client_t.sendto(b"small first")
@@ -178,7 +181,7 @@ async def test_datagram_larger_than_a_write_slot_keeps_its_place(endpoint):
     await server.lost
 
 
-async def test_abort_calls_connection_lost_once(endpoint):
+async def test_abort_calls_connection_lost_once(endpoint: EndpointFactory) -> None:
     transport, protocol = await endpoint(local_addr=("127.0.0.1", 0))
     transport.abort()
     transport.abort()
@@ -191,12 +194,12 @@ async def test_abort_calls_connection_lost_once(endpoint):
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_every_accepted_byte_counts_for_flow_control(backend):
+async def test_every_accepted_byte_counts_for_flow_control(backend: Backend) -> None:
     class Paused(Recorder):
-        def pause_writing(self):
+        def pause_writing(self) -> None:
             self.events.append("pause_writing")
 
-        def resume_writing(self):
+        def resume_writing(self) -> None:
             self.events.append("resume_writing")
 
     server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
@@ -215,7 +218,7 @@ async def test_every_accepted_byte_counts_for_flow_control(backend):
     await client.lost
 
 
-async def test_a_slow_endpoint_never_holds_up_another():
+async def test_a_slow_endpoint_never_holds_up_another() -> None:
     """Sends wait per endpoint: one whose socket is full does not stop the others."""
     server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend="uring")
     sink_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -237,9 +240,9 @@ async def test_a_slow_endpoint_never_holds_up_another():
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_batch_hook_gets_datagrams_in_lists(backend):
+async def test_batch_hook_gets_datagrams_in_lists(backend: Backend) -> None:
     class Batches(Recorder):
-        def datagrams_received(self, datagrams):
+        def datagrams_received(self, datagrams: list[tuple[bytes, Any]]) -> None:
             self.batches = getattr(self, "batches", []) + [len(datagrams)]
             for data, addr in datagrams:
                 self.datagram_received(data, addr)
@@ -255,7 +258,7 @@ async def test_batch_hook_gets_datagrams_in_lists(backend):
     await server.lost
 
 
-async def test_endpoint_arguments_are_checked():
+async def test_endpoint_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="family"):
         await aiouring.create_datagram_endpoint(Recorder)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
@@ -265,7 +268,7 @@ async def test_endpoint_arguments_are_checked():
         await aiouring.create_datagram_endpoint(Recorder, local_addr="127.0.0.1:5000")
 
 
-async def test_fake_ring_endpoint_delivers_sends_and_reports_errors():
+async def test_fake_ring_endpoint_delivers_sends_and_reports_errors() -> None:
     """The same transport on the fake ring: what a user's test suite would use."""
     import errno as errno_
     from aiouring.testing import fake_datagram_endpoint
@@ -288,7 +291,7 @@ async def test_fake_ring_endpoint_delivers_sends_and_reports_errors():
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_each_datagram_of_a_batch_reaches_its_own_destination(backend):
+async def test_each_datagram_of_a_batch_reaches_its_own_destination(backend: Backend) -> None:
     """One loop iteration's sends to several addresses leave as one batch:
     each must go where its own sendto said, whatever Python does with the
     memory meanwhile (the kernel reads the addresses at submit time)."""
@@ -320,19 +323,20 @@ async def test_each_datagram_of_a_batch_reaches_its_own_destination(backend):
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_empty_small_and_oversize_datagrams_arrive_in_order_with_their_errors(backend):
+async def test_empty_small_and_oversize_datagrams_arrive_in_order_with_their_errors(backend: Backend) -> None:
     """Both backends hand over the same thing: empty datagrams are datagrams,
     one longer than max_datagram_size is EMSGSIZE in its place, never cut short."""
-    events: list = []
+    events: list[int | str] = []
     done = asyncio.Event()
 
     class Order(asyncio.DatagramProtocol):
-        def datagram_received(self, data, addr):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
             events.append(len(data))
             if data == b"after":
                 done.set()
 
-        def error_received(self, exc):
+        def error_received(self, exc: Exception) -> None:
+            assert isinstance(exc, OSError)
             events.append(type(exc).__name__ + str(exc.errno))
 
     transport, _ = await aiouring.create_datagram_endpoint(Order, local_addr=("127.0.0.1", 0), backend=backend, max_datagram_size=1516)

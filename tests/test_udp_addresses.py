@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 import aiouring
 from aiouring import sockaddr
 from support.udp import BACKENDS, KINDS, Recorder, factory, receive
+from aiouring import Backend
+from typing import Iterator
 
 pytestmark = pytest.mark.usefixtures("netns")
 
@@ -91,13 +93,13 @@ def socket_sendto(family: int, addr: Any) -> tuple[str, Any]:
 def same_refusal(theirs: BaseException, ours: BaseException) -> bool:
     if type(theirs) is not type(ours):
         return False
-    return not isinstance(theirs, socket.gaierror) or theirs.errno == ours.errno
+    return not isinstance(theirs, socket.gaierror) or theirs.errno == ours.errno  # type: ignore[attr-defined]  # ours is of their type
 
 
 @pytest.mark.parametrize(
     "family, addr", [(f, a) for f, addrs in HOSTILE.items() for a in addrs], ids=lambda v: repr(v)[:40]
 )
-def test_address_conversion_refuses_what_socket_sendto_refuses(family, addr):
+def test_address_conversion_refuses_what_socket_sendto_refuses(family: int, addr: Any) -> None:
     """Items 10 and 20: the same exception type (and gaierror errno) as
     socket.sendto for every address it refuses; no exception where it
     converts the address (whatever the kernel then says of it)."""
@@ -130,20 +132,20 @@ INET_ADDRESSES = st.one_of(
 )
 UNIX_ADDRESSES = st.one_of(
     st.text(max_size=120), st.binary(max_size=120), st.builds(bytearray, st.binary(max_size=110)),
-    st.builds(memoryview, st.binary(max_size=110)), st.none(), st.integers(), st.tuples(st.text(max_size=5)),
+    st.binary(max_size=110).map(memoryview), st.none(), st.integers(), st.tuples(st.text(max_size=5)),
 )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(family=st.sampled_from([socket.AF_INET, socket.AF_INET6]), addr=INET_ADDRESSES)
-def test_generated_inet_addresses_are_refused_like_socket_sendto(family, addr):
+def test_generated_inet_addresses_are_refused_like_socket_sendto(family: int, addr: Any) -> None:
     """Item 20, generated: (host, port[, flowinfo[, scope_id]]) of every type and size."""
     test_address_conversion_refuses_what_socket_sendto_refuses(family, addr)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(addr=UNIX_ADDRESSES)
-def test_generated_unix_addresses_are_refused_like_socket_sendto(addr):
+def test_generated_unix_addresses_are_refused_like_socket_sendto(addr: Any) -> None:
     test_address_conversion_refuses_what_socket_sendto_refuses(socket.AF_UNIX, addr)
 
 
@@ -156,7 +158,7 @@ def bound(family: int) -> socket.socket:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-async def test_a_bad_address_raises_at_the_call_and_sending_goes_on(backend, family):
+async def test_a_bad_address_raises_at_the_call_and_sending_goes_on(backend: Backend, family: int) -> None:
     """Items 5 and 10: on both backends sendto() raises what socket.sendto
     raises for a malformed address, at the call ("127.0.0.1:5",
     ("127.0.0.1",), 4-tuples on AF_INET, ...); an address the conversion
@@ -188,7 +190,7 @@ async def test_a_bad_address_raises_at_the_call_and_sending_goes_on(backend, fam
     assert await protocol.lost is None
 
 
-async def test_one_endpoint_s_bad_addresses_never_stop_another_s_sends():
+async def test_one_endpoint_s_bad_addresses_never_stop_another_s_sends() -> None:
     """Item 28: on one ring and loop, an endpoint sending to addresses the
     call refuses or the kernel refuses (EACCES, EINVAL, ENETUNREACH) interleaved
     with good ones does not stop the other endpoints: every good datagram of
@@ -222,7 +224,7 @@ async def test_one_endpoint_s_bad_addresses_never_stop_another_s_sends():
 
 @pytest.mark.oracle_differs_on_uvloop("refuses a name at the call (ValueError)")
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierror(kind):
+async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierror(kind: str) -> None:
     """Item 19: as asyncio (whose socket.sendto raises it inside the
     transport), the gaierror itself goes to error_received, on both
     backends, and the endpoint goes on."""
@@ -247,7 +249,7 @@ async def test_a_name_that_does_not_resolve_reaches_error_received_as_the_gaierr
 @pytest.mark.oracle_differs_on_uvloop("refuses the empty host at the call")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-async def test_the_empty_host_sends_to_the_wildcard_address_as_asyncio(kind, family):
+async def test_the_empty_host_sends_to_the_wildcard_address_as_asyncio(kind: str, family: int) -> None:
     """Item 27: ("", port) is INADDR_ANY / in6addr_any, which the kernel delivers to this host."""
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
     rx_t, rx = await factory(kind)(local_addr=(host, 0))
@@ -264,7 +266,7 @@ async def test_the_empty_host_sends_to_the_wildcard_address_as_asyncio(kind, fam
 
 @pytest.mark.oracle_differs_on_uvloop("refuses '<broadcast>' at the call")
 @pytest.mark.parametrize("kind", KINDS)
-async def test_broadcast_without_allow_broadcast_is_a_permission_error(kind):
+async def test_broadcast_without_allow_broadcast_is_a_permission_error(kind: str) -> None:
     """Item 27: ("<broadcast>", port) without allow_broadcast reaches
     error_received as PermissionError (EACCES), as asyncio; the sentinel behind it arrives."""
     rx_t, rx = await factory(kind)(local_addr=("127.0.0.1", 0))
@@ -281,14 +283,14 @@ async def test_broadcast_without_allow_broadcast_is_a_permission_error(kind):
 
 
 @pytest.fixture
-def cache_limit(monkeypatch):
+def cache_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setattr(sockaddr, "_CACHE_LIMIT", 64)
     sockaddr._to_cache.clear()
     yield 64
     sockaddr._to_cache.clear()
 
 
-def test_the_address_cache_is_bounded(cache_limit):
+def test_the_address_cache_is_bounded(cache_limit: int) -> None:
     """Item 11: thousands of distinct destinations never grow the cache past its limit."""
     for port in range(1, 5000):
         sockaddr.to_sockaddr(("127.0.0.1", port), socket.AF_INET)
@@ -296,7 +298,7 @@ def test_the_address_cache_is_bounded(cache_limit):
         assert len(sockaddr._to_cache) <= cache_limit
 
 
-def test_the_address_cache_is_per_family():
+def test_the_address_cache_is_per_family() -> None:
     """Item 11: the same address object means different bytes in each
     family, whichever family converted it first; a cached entry never
     answers for an equal object that socket.sendto would refuse."""
@@ -312,7 +314,7 @@ def test_the_address_cache_is_per_family():
 
 
 @pytest.fixture
-def dual_name(monkeypatch):
+def dual_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """``dual.test`` resolves to ::1 for AF_INET6 and 127.0.0.1 for AF_INET,
     and ``moving.test`` to whatever ``targets`` says at the time of the lookup
     (/etc/hosts here has no IPv6 name, and names must not be looked up on the network)."""
@@ -335,7 +337,7 @@ def dual_name(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_name_used_from_ipv6_then_ipv4_gets_each_family_s_address(backend, dual_name):
+async def test_a_name_used_from_ipv6_then_ipv4_gets_each_family_s_address(backend: Backend, dual_name: dict[str, str]) -> None:
     """Item 11: a name's resolution is per family; the IPv4 endpoint does not
     get the IPv6 endpoint's sockaddr for the same (name, port)."""
     rx4_t, rx4 = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
@@ -361,7 +363,7 @@ async def test_a_name_used_from_ipv6_then_ipv4_gets_each_family_s_address(backen
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_name_is_resolved_at_each_send(backend, dual_name):
+async def test_a_name_is_resolved_at_each_send(backend: Backend, dual_name: dict[str, str]) -> None:
     """Item 11: resolutions are not kept: when a name starts resolving
     elsewhere, the next datagram goes to the new address."""
     a_t, a = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)

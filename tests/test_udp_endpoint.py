@@ -12,10 +12,13 @@ import pytest
 
 import aiouring
 from support.udp import BACKENDS, KINDS, Recorder, factory, receive
+from aiouring import Backend
+from typing import Any, Callable
+from support.udp import EndpointFactory
 
 
 @pytest.fixture(params=KINDS)
-def endpoint(request):
+def endpoint(request: pytest.FixtureRequest) -> EndpointFactory:
     return factory(request.param)
 
 
@@ -32,7 +35,7 @@ def endpoint(request):
     ids=repr,
 )
 @pytest.mark.oracle_differs_on_uvloop("takes 4-tuples")
-async def test_an_address_that_is_not_a_2_tuple_raises_type_error(endpoint, kwargs):
+async def test_an_address_that_is_not_a_2_tuple_raises_type_error(endpoint: EndpointFactory, kwargs: dict[str, Any]) -> None:
     """Item 26: asyncio's "2-tuple is expected" for local_addr/remote_addr
     outside AF_UNIX (a 4-tuple local_addr used to be bound)."""
     with pytest.raises(TypeError):
@@ -40,7 +43,7 @@ async def test_an_address_that_is_not_a_2_tuple_raises_type_error(endpoint, kwar
 
 
 @pytest.mark.oracle_differs_on_uvloop("connects the socket (and hangs at loop close when a test fails with it open)")
-async def test_allow_broadcast_with_remote_addr_leaves_the_socket_unconnected(endpoint):
+async def test_allow_broadcast_with_remote_addr_leaves_the_socket_unconnected(endpoint: EndpointFactory) -> None:
     """Item 32: with allow_broadcast the remote address is only the default
     destination: the socket is not connected, so datagrams from any host are
     received (a connected socket would drop them)."""
@@ -66,7 +69,7 @@ async def test_allow_broadcast_with_remote_addr_leaves_the_socket_unconnected(en
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_an_adopted_connected_socket_can_send_to_another_address(backend):
+async def test_an_adopted_connected_socket_can_send_to_another_address(backend: Backend) -> None:
     """Item 32: an adopted socket that is already connected keeps no remote
     address of the endpoint's: sendto(data, other) is passed to the kernel,
     which sends it there (Linux lets a connected UDP socket do so), and
@@ -89,7 +92,7 @@ async def test_an_adopted_connected_socket_can_send_to_another_address(backend):
         assert await protocol.lost is None
 
 
-async def test_an_adopted_socket_stays_non_blocking_and_is_lent_as_a_transport_socket(endpoint):
+async def test_an_adopted_socket_stays_non_blocking_and_is_lent_as_a_transport_socket(endpoint: EndpointFactory) -> None:
     """Item 33: as asyncio, the adopted socket is non-blocking from then on
     (the uring backend used to make it blocking), and get_extra_info("socket")
     is asyncio's TransportSocket wrapper, not the socket itself."""
@@ -112,7 +115,7 @@ async def test_an_adopted_socket_stays_non_blocking_and_is_lent_as_a_transport_s
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_made_socket_is_non_blocking_on_both_backends(backend):
+async def test_a_made_socket_is_non_blocking_on_both_backends(backend: Backend) -> None:
     """Item 33: the sockets the endpoint makes itself are non-blocking too."""
     transport, protocol = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
     assert os.get_blocking(transport.get_extra_info("socket").fileno()) is False

@@ -17,15 +17,19 @@ import pytest
 import aiouring
 from support.udp import KINDS, HeldLink, Recorder, drain, factory, held_link, writable
 from support.wait import wait_for_condition
+from aiouring import Backend
+from typing import Any, Callable
+from typing import Iterator
+from support.udp import EndpointFactory
 
 
 @pytest.fixture(params=KINDS)
-def endpoint(request):
+def endpoint(request: pytest.FixtureRequest) -> EndpointFactory:
     return factory(request.param)
 
 
 @pytest.fixture
-def link():
+def link() -> Iterator[HeldLink]:
     with held_link() as link:
         yield link
 
@@ -35,7 +39,7 @@ def numbered(i: int, size: int) -> bytes:
     return head + b"x" * (size - len(head))
 
 
-async def test_datagrams_meeting_a_full_socket_are_sent_when_it_drains_then_close_completes(endpoint, link: HeldLink):
+async def test_datagrams_meeting_a_full_socket_are_sent_when_it_drains_then_close_completes(endpoint: EndpointFactory, link: HeldLink) -> None:
     """Item 4: datagrams larger than 1848 B (the old write-pool slot) and the
     small ones behind them meet EAGAIN; once the link lets go every one is
     sent, in order, and a close() made meanwhile completes with connection_lost."""
@@ -81,7 +85,7 @@ UNORDERED = (
 @pytest.mark.parametrize(
     "kind", ["asyncio-stdlib", pytest.param("uring", marks=pytest.mark.xfail(strict=True, reason=UNORDERED)), "epoll"]
 )
-async def test_datagrams_behind_a_full_socket_keep_their_order(kind, link: HeldLink):
+async def test_datagrams_behind_a_full_socket_keep_their_order(kind: str, link: HeldLink) -> None:
     """Items 4 and 30: what waits for a full socket leaves in the order of the sendto() calls."""
     receiver = link.receiver_socket()
     with link.in_sender():
@@ -103,7 +107,7 @@ async def test_datagrams_behind_a_full_socket_keep_their_order(kind, link: HeldL
     assert await asyncio.wait_for(protocol.lost, 5) is None
 
 
-async def test_a_full_socket_holds_up_no_other_endpoint_of_the_loop(endpoint, link: HeldLink):
+async def test_a_full_socket_holds_up_no_other_endpoint_of_the_loop(endpoint: EndpointFactory, link: HeldLink) -> None:
     """Item 30: one endpoint whose socket is full (thousands of small
     datagrams waiting, more than the old shared write pool had slots) does not
     delay another endpoint's sends on the same loop and ring."""
@@ -137,7 +141,7 @@ async def test_a_full_socket_holds_up_no_other_endpoint_of_the_loop(endpoint, li
         assert await asyncio.wait_for(p.lost, 5) is None
 
 
-async def test_pause_writing_comes_when_a_full_socket_keeps_64k_waiting(endpoint, link: HeldLink):
+async def test_pause_writing_comes_when_a_full_socket_keeps_64k_waiting(endpoint: EndpointFactory, link: HeldLink) -> None:
     """Item 30, asyncio's rule: once more than the high-water mark (64 KiB)
     waits, pause_writing; resume_writing once it drained below the low mark."""
     receiver = link.receiver_socket()
@@ -169,7 +173,7 @@ async def test_pause_writing_comes_when_a_full_socket_keeps_64k_waiting(endpoint
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
-async def test_pause_writing_at_the_19th_datagram_of_3500_bytes(backend):
+async def test_pause_writing_at_the_19th_datagram_of_3500_bytes(backend: Backend) -> None:
     """Item 30: every accepted byte counts for get_write_buffer_size() from
     sendto() on, so 3.5 KB datagrams cross the default 64 KiB mark at the
     19th (not once a shared write pool of 1000 slots overflowed)."""

@@ -17,34 +17,37 @@ from aiouring import offload as offload_fns
 from support.netns import network_namespace
 from support.udp import Recorder
 from support.wait import wait_for_condition
+from aiouring import Backend
+from pathlib import Path
+from typing import Any, Iterator
 
 UDP_GRO = 104
 
 
 @pytest.fixture
-def loopback():
+def loopback() -> Iterator[None]:
     with network_namespace():
         yield
 
 
-async def endpoint(backend: str, **kwargs):
+async def endpoint(backend: Backend, **kwargs: Any) -> tuple[aiouring.DatagramTransport, Recorder]:
     return await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend, **kwargs)
 
 
-async def close(*pairs) -> None:
+async def close(*pairs: tuple[Any, Any]) -> None:
     for transport, protocol in pairs:
         transport.close()
         assert await protocol.lost is None
 
 
-async def test_auto_turns_gso_and_gro_on_for_a_udp_socket(loopback, backend):
+async def test_auto_turns_gso_and_gro_on_for_a_udp_socket(loopback: None, backend: Backend) -> None:
     transport, protocol = await endpoint(backend)
     assert transport.get_extra_info("offload") == frozenset({"gso", "gro"})
     assert transport.get_extra_info("socket").getsockopt(socket.SOL_UDP, UDP_GRO) == 1
     await close((transport, protocol))
 
 
-async def test_a_burst_leaves_in_few_sends_and_arrives_as_the_datagrams_sent(loopback, backend):
+async def test_a_burst_leaves_in_few_sends_and_arrives_as_the_datagrams_sent(loopback: None, backend: Backend) -> None:
     rx = await endpoint(backend, receive_buffers=256)
     rx[0].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: hold the burst
     tx = await endpoint(backend)
@@ -65,7 +68,7 @@ async def test_a_burst_leaves_in_few_sends_and_arrives_as_the_datagrams_sent(loo
     await close(tx, rx)
 
 
-async def test_false_sends_and_receives_one_by_one(loopback, backend):
+async def test_false_sends_and_receives_one_by_one(loopback: None, backend: Backend) -> None:
     rx = await endpoint(backend, gso=False, gro=False)
     rx[0].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: hold the burst
     tx = await endpoint(backend, gso=False, gro=False)
@@ -81,7 +84,7 @@ async def test_false_sends_and_receives_one_by_one(loopback, backend):
     await close(tx, rx)
 
 
-async def test_gro_false_turns_it_off_on_an_adopted_socket(loopback, backend):
+async def test_gro_false_turns_it_off_on_an_adopted_socket(loopback: None, backend: Backend) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
@@ -91,7 +94,7 @@ async def test_gro_false_turns_it_off_on_an_adopted_socket(loopback, backend):
     await close((transport, protocol))
 
 
-async def test_the_kill_switch_turns_them_off_and_true_then_raises(loopback, backend, monkeypatch, caplog):
+async def test_the_kill_switch_turns_them_off_and_true_then_raises(loopback: None, backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv(offload_fns.DISABLE_ENV, "gso,gro")
     with caplog.at_level(logging.INFO, logger="aiouring"):
         transport, protocol = await endpoint(backend)
@@ -107,7 +110,7 @@ async def test_the_kill_switch_turns_them_off_and_true_then_raises(loopback, bac
     await close((transport, protocol))
 
 
-async def test_a_socket_that_is_not_udp_goes_without_and_true_raises(tmp_path, backend):
+async def test_a_socket_that_is_not_udp_goes_without_and_true_raises(tmp_path: Path, backend: Backend) -> None:
     path = str(tmp_path / "sock")
     with pytest.raises(ValueError, match="gso=True.*not a UDP socket"):
         await aiouring.create_datagram_endpoint(Recorder, local_addr=path, family=socket.AF_UNIX, backend=backend, gso=True)
@@ -117,13 +120,13 @@ async def test_a_socket_that_is_not_udp_goes_without_and_true_raises(tmp_path, b
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None, "AUTO"])
-async def test_a_bad_value_is_a_value_error_naming_the_argument(loopback, backend, value):
+async def test_a_bad_value_is_a_value_error_naming_the_argument(loopback: None, backend: Backend, value: object) -> None:
     for kind in ("gso", "gro"):
         with pytest.raises(ValueError, match=f"{kind} must be 'auto', True or False"):
             await endpoint(backend, **{kind: value})
 
 
-async def test_with_gro_a_datagram_longer_than_max_datagram_size_is_still_refused_in_its_place(loopback, backend):
+async def test_with_gro_a_datagram_longer_than_max_datagram_size_is_still_refused_in_its_place(loopback: None, backend: Backend) -> None:
     """GRO needs receive buffers that hold a super-datagram; max_datagram_size
     keeps its meaning: a longer datagram goes to error_received (EMSGSIZE) in
     its place among the others, and merged ones of allowed size pass."""
@@ -139,14 +142,14 @@ async def test_with_gro_a_datagram_longer_than_max_datagram_size_is_still_refuse
     kinds = [e if isinstance(e, str) else e[0] for e in protocol.events]
     assert kinds == ["connection_made", "datagram", "error"] + ["datagram"] * 20
     assert protocol.events[1] == ("datagram", b"a" * 500)
-    assert protocol.errors[0].errno == errno.EMSGSIZE and "max_datagram_size" in str(protocol.errors[0])
+    assert isinstance(protocol.errors[0], OSError) and protocol.errors[0].errno == errno.EMSGSIZE and "max_datagram_size" in str(protocol.errors[0])
     assert [d for d, _ in protocol.datagrams[1:]] == [b"%02d" % i * 450 for i in range(20)]
     stats = transport.get_extra_info("stats")
     assert (stats.packets_received, stats.receive_errors) == (21, 1)  # the refused one is an error, not a packet
     await close((transport, protocol))
 
 
-async def test_a_refused_gso_send_is_resent_one_by_one_through_the_endpoint(loopback, backend, caplog):
+async def test_a_refused_gso_send_is_resent_one_by_one_through_the_endpoint(loopback: None, backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     """SO_NO_CHECK makes the kernel refuse UDP_SEGMENT sends: every datagram
     still arrives once, GSO goes off for this endpoint, said once."""
     rx = await endpoint(backend)
@@ -165,7 +168,7 @@ async def test_a_refused_gso_send_is_resent_one_by_one_through_the_endpoint(loop
     await close(tx, rx)
 
 
-async def test_stats_count_drops_and_errors(loopback, backend):
+async def test_stats_count_drops_and_errors(loopback: None, backend: Backend) -> None:
     transport, protocol = await endpoint(backend)
     transport.sendto(b"x", ("no-such-host.invalid", 9))
     await wait_for_condition(lambda: protocol.errors)

@@ -13,10 +13,13 @@ import pytest
 
 import aiouring
 from support.udp import BACKENDS, KINDS, Recorder, factory, receive
+from aiouring import Backend
+from typing import Callable
+from support.udp import EndpointFactory
 
 
 @pytest.fixture(params=KINDS)
-def endpoint(request):
+def endpoint(request: pytest.FixtureRequest) -> EndpointFactory:
     return factory(request.param)
 
 
@@ -39,7 +42,7 @@ def receive_like_recvfrom(sock: socket.socket, bufsize: int, n: int) -> list[Any
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(3))
-async def test_truncation_is_reported_in_its_place_as_a_recvfrom_reader_sees_it(backend, seed):
+async def test_truncation_is_reported_in_its_place_as_a_recvfrom_reader_sees_it(backend: Backend, seed: int) -> None:
     """Item 6: with max_datagram_size N, a datagram longer than N is
     error_received(OSError(EMSGSIZE)) in its place among the others, on both
     backends, never a shortened datagram: the same sequence a reader making
@@ -76,7 +79,7 @@ async def test_truncation_is_reported_in_its_place_as_a_recvfrom_reader_sees_it(
 
 
 @pytest.mark.oracle_differs_on_uvloop("has no pause_reading() on datagram transports")
-async def test_pause_reading_inside_datagram_received_stops_the_batch_and_holds_arrivals(endpoint):
+async def test_pause_reading_inside_datagram_received_stops_the_batch_and_holds_arrivals(endpoint: EndpointFactory) -> None:
     """Item 29: pause_reading() called in datagram_received takes effect at
     once: the datagrams read with it are not delivered (asyncio delivers 1
     where a batch used to deliver 5), nor those that arrive while paused,
@@ -111,7 +114,7 @@ async def test_pause_reading_inside_datagram_received_stops_the_batch_and_holds_
 
 
 @pytest.mark.oracle_differs_on_uvloop("has no pause_reading() on datagram transports")
-async def test_pause_and_resume_reading_from_outside_keep_order(endpoint):
+async def test_pause_and_resume_reading_from_outside_keep_order(endpoint: EndpointFactory) -> None:
     """Item 29: paused from outside a callback, with datagrams queued in the
     kernel and some already read: nothing lost, nothing repeated, in order."""
     transport, protocol = await endpoint(local_addr=("127.0.0.1", 0))
@@ -159,7 +162,7 @@ class Reports:
         return [c.get("exception") for c in self.contexts]
 
 
-async def test_an_exception_in_datagram_received_is_logged_and_the_endpoint_goes_on(endpoint):
+async def test_an_exception_in_datagram_received_is_logged_and_the_endpoint_goes_on(endpoint: EndpointFactory) -> None:
     """Item 31: as asyncio, the exception reaches the loop's exception handler
     and the endpoint keeps receiving (it used to be closed)."""
     reports = Reports()
@@ -188,7 +191,7 @@ async def test_an_exception_in_datagram_received_is_logged_and_the_endpoint_goes
 
 
 @pytest.mark.oracle_differs_on_uvloop("does not receive after connection_made raised")
-async def test_an_exception_in_connection_made_is_logged_and_the_factory_returns(endpoint):
+async def test_an_exception_in_connection_made_is_logged_and_the_factory_returns(endpoint: EndpointFactory) -> None:
     """Item 31: as asyncio, create_datagram_endpoint still returns the
     transport, the exception reaches the loop's exception handler, and the
     endpoint works."""

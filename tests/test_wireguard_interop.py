@@ -96,7 +96,7 @@ def _icmp_echo(src: str, dst: str, kind: int, ident: int, seq: int, data: bytes)
     return header + icmp
 
 
-def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_it(net, keys, procs):
+def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_it(net, keys, procs) -> None:
     """A bare UDP socket plays our side with examples/wireguard's noise module:
     wireguard-go's initiation must pass our mac1 check and decrypt to its
     static key and a current TAI64N timestamp; our response must be taken;
@@ -143,7 +143,7 @@ def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_i
         sock.close()
 
 
-def test_known_answers_our_initiation_is_taken_by_wireguard_go(net, keys, procs):
+def test_known_answers_our_initiation_is_taken_by_wireguard_go(net, keys, procs) -> None:
     """Our initiator code against wireguard-go: the response must carry a mac1
     we verify and complete our handshake; data sealed with our derived keys
     must get an answer sealed with theirs."""
@@ -180,7 +180,7 @@ def test_known_answers_our_initiation_is_taken_by_wireguard_go(net, keys, procs)
 # -- the program against wireguard-go ----------------------------------------------------------------
 
 
-def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, procs):
+def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, procs) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs)
     assert us.public == keys["a"][1]  # our X25519 public key is wg's
@@ -200,7 +200,7 @@ def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, p
     assert no_bad_drops(counters) == {}
 
 
-def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs):
+def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs) -> None:
     us = ours(net, keys, procs, endpoint=None)
     with Tap(net.a) as tap:
         go = theirs(net, keys, procs, endpoint=f"[{A6}]:{PORT}")
@@ -219,7 +219,7 @@ def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs):
     assert go.latest_handshake() > 0
 
 
-def test_rekey_with_shortened_timers_and_stale_keys_refused(net, keys, procs):
+def test_rekey_with_shortened_timers_and_stale_keys_refused(net, keys, procs) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs, env={"AIOURING_WG_REKEY_AFTER_TIME": "1.5", "AIOURING_WG_REKEY_TIMEOUT": "1"})
     with Tap(net.a) as tap:
@@ -242,7 +242,7 @@ def test_rekey_with_shortened_timers_and_stale_keys_refused(net, keys, procs):
     assert no_bad_drops(us.stop()).keys() <= {"unknown_index"}
 
 
-def test_restarting_either_side_recovers(net, keys, procs):
+def test_restarting_either_side_recovers(net, keys, procs) -> None:
     fast = {"AIOURING_WG_KEEPALIVE_TIMEOUT": "1", "AIOURING_WG_REKEY_TIMEOUT": "1"}
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs, env=fast)
@@ -260,7 +260,7 @@ def test_restarting_either_side_recovers(net, keys, procs):
     assert no_bad_drops(us.stop()).keys() <= {"unknown_index"}
 
 
-def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net, keys, procs):
+def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net, keys, procs) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs)
     with Tap(net.a) as tap:
@@ -284,7 +284,7 @@ def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net, 
     assert "3 received" in ping(net.a, B_IN4).stdout  # the tunnel is unharmed
 
 
-def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(net, keys, procs):
+def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(net, keys, procs) -> None:
     us = ours(net, keys, procs, endpoint=None, env={"AIOURING_WG_UNDER_LOAD": "0"})
     theirs(net, keys, procs, endpoint=f"{A4}:{PORT}")
     wait_ping(net.b, A_IN4, timeout=25)  # wireguard-go retries after its REKEY_TIMEOUT (5 s)
@@ -294,7 +294,7 @@ def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(n
     assert no_bad_drops(counters) == {}
 
 
-def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
+def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs) -> None:
     """AllowedIPs = 0.0.0.0/0, ::/0: wg-quick's policy routing (fwmark on our
     socket, a table of its own, suppress_prefixlength 0 on main); the
     underlay keeps working and the rules go away on exit."""
@@ -319,7 +319,7 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs):
     assert "51820" not in nsrun(net.a, "ip", "-6", "rule").stdout
 
 
-def test_two_wireguard_go_peers_routed_by_allowed_ips_and_held_to_their_sources(net, keys, procs):
+def test_two_wireguard_go_peers_routed_by_allowed_ips_and_held_to_their_sources(net, keys, procs) -> None:
     """Two wireguard-go peers in B's namespace (ports 51820 and 51821, inner
     10.60.0.2 and 10.61.0.2): we pick the peer by destination, and a packet
     from peer 1 carrying peer 2's address is dropped as disallowed_source."""

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 
 from support.wg import A4, A6, B4, B6, INNER, PORT, AiouringWg, config_text, genkey, have_tools, lab, ping, tcp_transfer, wait_ping
+from aiouring import Backend
+from typing import Any, Callable
 
 pytestmark = pytest.mark.skipif(have_tools() is not None, reason=have_tools() or "")
 
@@ -31,7 +33,7 @@ def procs():
         p.close()
 
 
-def peer(ns, side, keys, procs, *, endpoint=None, keepalive=0, env=None, args=()):
+def peer(ns, side, keys, procs, *, endpoint: Callable[..., Any]=None, keepalive=0, env=None, args=()):
     other = "b" if side == "a" else "a"
     o4, o6 = INNER[other]
     s4, s6 = INNER[side]
@@ -43,7 +45,7 @@ def peer(ns, side, keys, procs, *, endpoint=None, keepalive=0, env=None, args=()
 
 
 @pytest.mark.parametrize("loop, backend", [("asyncio", "uring"), ("uvloop", "uring"), ("asyncio", "epoll")])
-def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, loop, backend):
+def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, loop: str, backend: Backend) -> None:
     keys = {"a": genkey(), "b": genkey()}
     args = ("--loop", loop, "--backend", backend)
     a = peer(net.a, "a", keys, procs, endpoint=f"[{B6}]:{PORT}", args=args)
@@ -59,7 +61,7 @@ def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, lo
     assert ca["sent_data"] > 10000 and cb["received_data"] > 10000
 
 
-def test_persistent_keepalive_brings_the_session_up_unasked(net, procs):
+def test_persistent_keepalive_brings_the_session_up_unasked(net, procs) -> None:
     keys = {"a": genkey(), "b": genkey()}
     b = peer(net.b, "b", keys, procs)
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", keepalive=1)
@@ -70,7 +72,7 @@ def test_persistent_keepalive_brings_the_session_up_unasked(net, procs):
     assert not os.path.exists(f"/var/run/wireguard/{a.name}.sock")
 
 
-def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs):
+def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs) -> None:
     keys = {"a": genkey(), "b": genkey()}
     b = peer(net.b, "b", keys, procs, env={"AIOURING_WG_UNDER_LOAD": "0"})
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", env={"AIOURING_WG_REKEY_TIMEOUT": "0.5"})
@@ -81,7 +83,7 @@ def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs):
     assert cb["handshakes_completed"] >= 1
 
 
-def test_restarts_and_sigterm_under_traffic(net, procs):
+def test_restarts_and_sigterm_under_traffic(net, procs) -> None:
     keys = {"a": genkey(), "b": genkey()}
     fast = {"AIOURING_WG_KEEPALIVE_TIMEOUT": "1", "AIOURING_WG_REKEY_TIMEOUT": "1"}
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", env=fast)

@@ -19,6 +19,7 @@ from wireguard import crypto, noise
 from wireguard.allowedips import AllowedIPs
 from wireguard.config import ConfigError, parse, parse_endpoint
 from wireguard.replay import BLOCKS, WINDOW, ReplayWindow
+from pathlib import Path
 
 A_ADDR, B_ADDR, C_ADDR = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("2001:db8::3", 51820, 0, 0)
 
@@ -41,7 +42,7 @@ def replay_steps():
 
 @given(replay_steps())
 @settings(max_examples=400, deadline=None)
-def test_replay_window_accepts_each_counter_once_inside_the_window(steps):
+def test_replay_window_accepts_each_counter_once_inside_the_window(steps) -> None:
     window = ReplayWindow()
     seen: set[int] = set()
     accepted: list[int] = []
@@ -63,7 +64,7 @@ def test_replay_window_accepts_each_counter_once_inside_the_window(steps):
             top = max(top, c)
 
 
-def test_replay_window_refuses_counters_at_the_reject_limit():
+def test_replay_window_refuses_counters_at_the_reject_limit() -> None:
     window = ReplayWindow()
     assert not window.accept(K.REJECT_AFTER_MESSAGES)
     assert window.accept(K.REJECT_AFTER_MESSAGES - 1)
@@ -82,7 +83,7 @@ networks_v6 = st.builds(lambda a, n: ipaddress.ip_network((a, n), strict=False),
 @given(st.lists(st.tuples(st.one_of(networks_v4, networks_v6), st.integers(0, 5)), max_size=40),
        st.lists(st.one_of(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address), st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)), max_size=40))
 @settings(max_examples=200, deadline=None)
-def test_allowed_ips_is_a_longest_prefix_match(entries, addresses):
+def test_allowed_ips_is_a_longest_prefix_match(entries, addresses) -> None:
     table = AllowedIPs()
     owner: dict = {}
     for network, peer in entries:
@@ -97,7 +98,7 @@ def test_allowed_ips_is_a_longest_prefix_match(entries, addresses):
         assert table.lookup(address.packed) == expected  # from the cache
 
 
-def test_allowed_ips_entries_and_moving_a_prefix_to_another_peer():
+def test_allowed_ips_entries_and_moving_a_prefix_to_another_peer() -> None:
     table = AllowedIPs()
     table.insert(ipaddress.ip_network("10.0.0.0/8"), "p1")
     table.insert(ipaddress.ip_network("10.1.0.0/16"), "p1")
@@ -141,7 +142,7 @@ allowedips = 10.11.0.1
 """
 
 
-def test_a_wg_quick_config_parses_unchanged():
+def test_a_wg_quick_config_parses_unchanged() -> None:
     config = parse(WG_QUICK)
     assert config.private_key == bytes([1]) * 32
     assert [str(a) for a in config.addresses] == ["10.8.0.2/24", "fd08::2/64", "10.9.0.2/32"]
@@ -166,12 +167,12 @@ def test_a_wg_quick_config_parses_unchanged():
     (f"[Interface]\nPrivateKey = {KEY1}\n[Peer]\nAllowedIPs = 10.0.0.0/8\n", "needs a PublicKey"),
     (f"[Interface]\nPrivateKey = {KEY1}\n[Peer]\nPublicKey = {KEY2}\n[Peer]\nPublicKey = {KEY2}\n", "same PublicKey"),
 ])
-def test_bad_configs_are_refused_with_the_reason(text, message):
+def test_bad_configs_are_refused_with_the_reason(text, message) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(text)
 
 
-def test_the_program_refuses_a_bad_config_with_the_line(tmp_path):
+def test_the_program_refuses_a_bad_config_with_the_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -183,7 +184,7 @@ def test_the_program_refuses_a_bad_config_with_the_line(tmp_path):
     assert "line 3" in result.stderr and "ListenPort" in result.stderr
 
 
-def test_endpoints():
+def test_endpoints() -> None:
     assert parse_endpoint("192.0.2.1:51820") == ("192.0.2.1", 51820)
     assert parse_endpoint("[fe80::1%eth0]:1") == ("fe80::1%eth0", 1)
     for bad in ("fe80::1:51820", "[::1]", "host:", "host:0", "host:99999"):
@@ -210,7 +211,7 @@ def transport_messages(wire, src):
     return [d for s, _, d in wire.sent if s == src and d[0] == 4]
 
 
-def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair):
+def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair) -> None:
     wire, a, b = pair
     packet = ip_packet("10.0.0.1", "10.0.0.2", b"x" * 3)
     a.device.from_tun([packet])
@@ -223,7 +224,7 @@ def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair
     assert a.tun == [ip_packet("fd00::2", "fd00::1", b"y" * 100)]
 
 
-def test_psk_must_match(wire):
+def test_psk_must_match(wire) -> None:
     a, b = wire.node("a", A_ADDR), wire.node("b", B_ADDR)
     a.device.add_peer(b.device.public_key, preshared_key=b"\1" * 32, endpoint=B_ADDR, allowed_ips=[ipaddress.ip_network("10.0.0.2/32")])
     b.device.add_peer(a.device.public_key, preshared_key=b"\2" * 32, endpoint=A_ADDR, allowed_ips=[ipaddress.ip_network("10.0.0.1/32")])
@@ -233,7 +234,7 @@ def test_psk_must_match(wire):
     assert a.device.drops["response_invalid"] == 1
 
 
-def test_the_responder_waits_for_key_confirmation_before_sending(pair):
+def test_the_responder_waits_for_key_confirmation_before_sending(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     # deliver the initiation only: b has a `next` keypair, no current one
@@ -244,7 +245,7 @@ def test_the_responder_waits_for_key_confirmation_before_sending(pair):
     assert list(peer.staged) == [ip_packet("10.0.0.2", "10.0.0.1")]
 
 
-def test_passive_keepalive_after_one_way_traffic(pair):
+def test_passive_keepalive_after_one_way_traffic(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -256,7 +257,7 @@ def test_passive_keepalive_after_one_way_traffic(pair):
     assert a.device.stats["received_keepalive"] >= 1
 
 
-def test_persistent_keepalive_keeps_sending(wire):
+def test_persistent_keepalive_keeps_sending(wire) -> None:
     a, b = wire.node("a", A_ADDR), wire.node("b", B_ADDR)
     connect(a, b, ["10.0.0.1/32"], ["10.0.0.2/32"], persistent_keepalive=3)
     a.device.start()
@@ -266,7 +267,7 @@ def test_persistent_keepalive_keeps_sending(wire):
     assert b.device.stats["received_keepalive"] >= 3
 
 
-def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(pair, monkeypatch):
+def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REKEY_AFTER_TIME", 30.0)
     wire, a, b = pair
     ping = ip_packet("10.0.0.1", "10.0.0.2")
@@ -289,7 +290,7 @@ def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(p
     assert len(b.tun) == 5
 
 
-def test_rekey_after_messages(pair, monkeypatch):
+def test_rekey_after_messages(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REKEY_AFTER_MESSAGES", 10)
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])  # a initiates the first session
@@ -303,7 +304,7 @@ def test_rekey_after_messages(pair, monkeypatch):
     assert len(a.tun) == 12
 
 
-def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch):
+def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REJECT_AFTER_MESSAGES", 4)
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(3)])  # counters 0-2
@@ -316,7 +317,7 @@ def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch):
     assert max(struct.unpack_from("<Q", d, 8)[0] for d in transport_messages(wire, A_ADDR)) < 4
 
 
-def test_keys_expire_after_reject_after_time(pair):
+def test_keys_expire_after_reject_after_time(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -330,7 +331,7 @@ def test_keys_expire_after_reject_after_time(pair):
     assert a.device.stats["handshakes_completed"] == 2
 
 
-def test_handshake_retries_then_gives_up_and_drops_what_waited(pair):
+def test_handshake_retries_then_gives_up_and_drops_what_waited(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     for _ in range(K.MAX_HANDSHAKE_ATTEMPTS + 5):
@@ -344,7 +345,7 @@ def test_handshake_retries_then_gives_up_and_drops_what_waited(pair):
     assert b.device.stats["received_initiation"] == 0
 
 
-def test_unanswered_data_starts_a_new_handshake(pair):
+def test_unanswered_data_starts_a_new_handshake(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -357,7 +358,7 @@ def test_unanswered_data_starts_a_new_handshake(pair):
     assert a.device.stats["sent_initiation"] == 2
 
 
-def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair, monkeypatch):
+def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "UNDER_LOAD", 0)  # every handshake message puts the device under load
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
@@ -369,7 +370,7 @@ def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair, m
     assert a.device.drops["cookie_invalid"] == b.device.drops["cookie_invalid"] == 0
 
 
-def test_a_forged_cookie_reply_is_refused(pair):
+def test_a_forged_cookie_reply_is_refused(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     initiation = wire.in_flight[0][2]
@@ -378,7 +379,7 @@ def test_a_forged_cookie_reply_is_refused(pair):
     assert a.device.drops["cookie_invalid"] == 1
 
 
-def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair):
+def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.99", "10.0.0.2"), ip_packet("fd00::99", "fd00::2")])
     wire.deliver()
@@ -386,14 +387,14 @@ def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair):
     assert b.device.drops["disallowed_source"] == 2
 
 
-def test_packets_nobody_routes_are_dropped_and_counted(pair):
+def test_packets_nobody_routes_are_dropped_and_counted(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.9.9.9"), b"\x50" * 40, b""])
     assert a.device.drops["no_route"] == 1 and a.device.drops["tun_not_ip"] == 2
     assert wire.in_flight == []
 
 
-def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire):
+def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire) -> None:
     a, b, c = wire.node("a", A_ADDR), wire.node("b", B_ADDR), wire.node("c", C_ADDR)
     connect(a, b, ["10.0.0.1/32", "fd00::1/128"], ["10.0.0.0/16", "fd00::/64"])
     connect(a, c, ["10.0.0.1/32", "fd00::1/128"], ["10.0.3.0/24", "fd00::3/128"])
@@ -405,7 +406,7 @@ def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire):
     assert sorted(b.tun) == sorted(to_b)
 
 
-def test_roaming_follows_authentic_packets_only(pair):
+def test_roaming_follows_authentic_packets_only(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -422,7 +423,7 @@ def test_roaming_follows_authentic_packets_only(pair):
     assert b.device.drops["bad_tag"] == 1 and b.device.drops["replayed"] == 1
 
 
-def test_a_replayed_initiation_is_refused(pair):
+def test_a_replayed_initiation_is_refused(pair) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     initiation = wire.in_flight[0][2]
@@ -431,7 +432,7 @@ def test_a_replayed_initiation_is_refused(pair):
     assert b.device.drops["initiation_replayed"] == 1
 
 
-def test_mac1_known_answer_matches_the_whitepaper_construction():
+def test_mac1_known_answer_matches_the_whitepaper_construction() -> None:
     """mac1 = MAC(HASH("mac1----" || responder's public key), message up to mac1)."""
     identity = noise.Identity(crypto.generate_private())
     peer = noise.Handshake(noise.Identity(crypto.generate_private()), identity.public)
@@ -448,7 +449,7 @@ with open(os.path.join(os.path.dirname(__file__), "wireguard_vectors.json")) as 
     VECTORS = json.load(_f)
 
 
-def test_handshake_and_transport_known_answers_recorded_from_wireguard_go():
+def test_handshake_and_transport_known_answers_recorded_from_wireguard_go() -> None:
     """Vectors recorded once against Debian's wireguard-go by
     tests/support/wg_vectors.py (fixed static keys, a fixed initiator
     ephemeral key and clock): our initiation must be byte for byte the one
@@ -547,7 +548,7 @@ sealed = st.builds(seal, st.one_of(st.binary(max_size=100), ip_like, headers, bi
 
 @given(st.lists(st.one_of(datagrams, sealed), min_size=1, max_size=20), st.sampled_from([A_ADDR, ("198.51.100.1", 9), C_ADDR]))
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch, source):
+def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch, source) -> None:
     """Random bytes, mutations of real messages, and authentic messages
     carrying anything: each is taken or dropped, counted exactly once."""
     device = _FUZZ_B.device
@@ -567,6 +568,6 @@ def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch, source):
 
 @given(st.lists(st.one_of(st.binary(max_size=80), st.builds(lambda v, rest: bytes([v << 4]) + rest, st.sampled_from([4, 6]), st.binary(max_size=60))), max_size=20))
 @settings(max_examples=200, deadline=None)
-def test_fuzzed_tun_packets_never_raise(packets):
+def test_fuzzed_tun_packets_never_raise(packets) -> None:
     _FUZZ_A.device.from_tun(packets)
     assert _FUZZ_A.device.drops["internal_error"] == 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+import aiouring
 
-async def read_or_cancel(tun, rng: random.Random) -> bytes | None:
+
+async def read_or_cancel(tun: aiouring.Tun, rng: random.Random) -> bytes | None:
     """One ``tun.read()`` that is often cancelled: by ``wait_for``, by
     ``asyncio.timeout`` or by ``Task.cancel`` after 0-2 loop iterations (before,
     during or after the wake-up).  Returns the packet, or None if cancelled."""

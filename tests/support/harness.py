@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 import aiouring
 from aiouring.testing import FakeRing, fake_device, fake_tun
@@ -28,7 +28,7 @@ class RecordingProtocol(aiouring.TunProtocol):
         self.packets: list[bytes] = []
         self.other: list[bytes] = []
         self.batches: list[int] = []
-        self.errors: list[Exception] = []
+        self.errors: list[OSError] = []
         self.transport: Any = None
         self.lost = asyncio.get_running_loop().create_future()
         self.arrived = asyncio.Event()
@@ -52,7 +52,7 @@ class RecordingProtocol(aiouring.TunProtocol):
             (self.packets if is_own(packet) else self.other).append(packet)
         self.arrived.set()
 
-    def error_received(self, exc: Exception) -> None:
+    def error_received(self, exc: OSError) -> None:
         self._record("error_received")
         self.errors.append(exc)
 
@@ -94,7 +94,11 @@ class Harness:
     def send_inbound(self, payloads: list[bytes]) -> None:
         raise NotImplementedError
 
-    async def outbound(self, n: int, timeout: float = 10) -> list[bytes]:
+    async def outbound(self, n: int, timeout: float = 10) -> Sequence[bytes | None]:
+        raise NotImplementedError
+
+    def unwrap(self, packet: bytes) -> bytes | None:
+        """The payload of a packet the application wrote (None: not the harness's traffic)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -102,7 +106,7 @@ class Harness:
 
 
 class KernelHarness(Harness):
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: aiouring.Backend) -> None:
         self.kind = backend
         self.backend = backend
         self.ring: Any = None
@@ -182,7 +186,7 @@ class FakeHarness(Harness):
     def unwrap(self, packet: bytes) -> bytes | None:
         return udp_payload(packet)
 
-    async def outbound(self, n: int, timeout: float = 10) -> list[bytes]:
+    async def outbound(self, n: int, timeout: float = 10) -> Sequence[bytes | None]:  # None: a packet that is not IPv4 UDP
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while len(self.device.written) < n and loop.time() < deadline:

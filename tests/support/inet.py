@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 TCP = 6
 UDP = 17
@@ -16,7 +17,7 @@ def ones_sum(data: bytes, start: int = 0) -> int:
     """Folded ones'-complement sum of big-endian 16-bit words (odd length padded)."""
     if len(data) % 2:
         data += b"\0"
-    total = start + sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = start + sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
@@ -95,7 +96,7 @@ class Flow:
     ident: int = 0x1234
     df: bool = True
     ip_options: bytes = b""
-    ext: list[tuple[int, bytes]] = field(default_factory=list)  # (kind, body) IPv6 extension headers
+    ext: list[tuple[int, bytes | Callable[[int], bytes]]] = field(default_factory=list)  # (kind, body or body(next header)) IPv6 extension headers
     final_dst: str | None = None  # the routing header's final destination, for the pseudo-header
 
     @property

@@ -8,7 +8,8 @@ past everything else and keep it for inspection.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+import aiouring
 
 ETH_P_IPV6 = 0x86DD
 
@@ -23,7 +24,7 @@ def is_own_frame(frame: bytes) -> bool:
     return len(frame) >= 14 and int.from_bytes(frame[12:14], "big") != ETH_P_IPV6
 
 
-async def read_own(tun: Any, *, timeout: float = 5, frames: bool = False) -> bytes:
+async def read_own(tun: aiouring.Tun, *, timeout: float = 5, frames: bool = False) -> bytes:
     """The next packet of the test's own traffic from ``tun.read()``, skipping
     the kernel's IPv6 packets (``frames``: TAP frames, skipping IPv6 frames)."""
     keep = is_own_frame if frames else is_own

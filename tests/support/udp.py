@@ -9,7 +9,7 @@ import contextlib
 import select
 import socket
 import subprocess
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol, cast
 
 from pyroute2 import netns as pyroute_netns
 
@@ -19,7 +19,7 @@ from .netns import two_namespaces
 
 SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
 KINDS = ["asyncio-stdlib", "uring", "epoll"]
-BACKENDS = ["uring", "epoll"]
+BACKENDS: list[aiouring.Backend] = ["uring", "epoll"]
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -73,7 +73,16 @@ class Recorder(asyncio.DatagramProtocol):
         await asyncio.wait_for(until(), timeout)
 
 
-def factory(kind: str) -> Callable[..., Any]:
+class EndpointFactory(Protocol):
+    """``await create(protocol_factory=Recorder, **kwargs)``: an endpoint of
+    one kind (``kind``: ``"asyncio-stdlib"`` or an aiouring backend)."""
+
+    kind: str
+
+    def __call__(self, protocol_factory: Callable[[], Any] = ..., *args: Any, **kwargs: Any) -> Awaitable[Any]: ...
+
+
+def factory(kind: str) -> EndpointFactory:
     """``create(protocol_factory=Recorder, **kwargs)`` for one kind of endpoint."""
 
     async def create(protocol_factory: Callable[[], Any] = Recorder, *args: Any, **kwargs: Any) -> Any:
@@ -81,8 +90,8 @@ def factory(kind: str) -> Callable[..., Any]:
             return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, *args, **kwargs)
         return await aiouring.create_datagram_endpoint(protocol_factory, *args, backend=kind, **kwargs)  # type: ignore[arg-type]
 
-    create.kind = kind  # type: ignore[attr-defined]
-    return create
+    create.kind = kind  # type: ignore[attr-defined]  # what EndpointFactory adds to the function
+    return cast(EndpointFactory, create)
 
 
 def on_uvloop() -> bool:

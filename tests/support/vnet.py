@@ -86,7 +86,7 @@ class VnetTun:
         deadline = loop.time() + timeout
         while True:
             ready = loop.create_future()
-            loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(self.fd, lambda: None if ready.done() else ready.set_result(None))
             try:
                 await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
             finally:
@@ -140,7 +140,8 @@ def offload_all() -> int:
 
 
 def vnet_header_size(fd: int) -> int:
-    return struct.unpack("i", fcntl.ioctl(fd, TUNGETVNETHDRSZ, b"\0" * 4))[0]
+    size: int = struct.unpack("i", fcntl.ioctl(fd, TUNGETVNETHDRSZ, b"\0" * 4))[0]
+    return size
 
 
 def snmp_counters() -> dict[str, int]:

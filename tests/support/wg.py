@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from pyroute2 import netns as pyroute_netns
 
@@ -50,7 +50,7 @@ def ifname(side: str) -> str:
     return f"wt{side}{os.getpid() % 100000}{next(_names)}"[:15]
 
 
-def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess:
+def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check, timeout=timeout, **kw)
 
 
@@ -102,19 +102,20 @@ class WireguardGo:
         self.ns, self.side, self.private = ns, side, private
         self.name = ifname(side)
         self.binary = binary or WIREGUARD_GO
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._keyfile = tempfile.NamedTemporaryFile("w", prefix="wgkey", delete=False)
         self._keyfile.write(private)
         self._keyfile.close()
 
-    def start(self, listen_port: int = PORT, peers: list[dict] = (), mtu: int = 1420, addresses: list[str] | None = None) -> "WireguardGo":
+    def start(self, listen_port: int = PORT, peers: Sequence[dict[str, Any]] = (), mtu: int = 1420, addresses: list[str] | None = None) -> "WireguardGo":
         """Runs it, configures it, gives the interface ``addresses`` (default:
         this side's inner addresses, /24 and /64) and brings it up."""
         env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL=os.environ.get("WG_TEST_LOG_LEVEL", "error"))
         log = open(os.environ["WG_TEST_LOG"], "a") if os.environ.get("WG_TEST_LOG") else subprocess.DEVNULL
+        assert self.binary is not None, "wireguard-go is not installed"
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, self.binary, "-f", self.name], env=env,
                                      stdout=log, stderr=log)
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):  # (not subprocess.DEVNULL)
             log.close()
         wait_until(lambda: os.path.exists(f"/var/run/wireguard/{self.name}.sock")
                    and nsrun(self.ns, "ip", "link", "show", self.name, check=False).returncode == 0, 10, what="wireguard-go's interface")
@@ -174,7 +175,7 @@ class WireguardGo:
 # -- our peer -------------------------------------------------------------------------------
 
 
-def config_text(private: str, listen_port: int | None, addresses: list[str], peers: list[dict], mtu: int | None = None, extra: str = "") -> str:
+def config_text(private: str, listen_port: int | None, addresses: list[str], peers: Sequence[dict[str, Any]], mtu: int | None = None, extra: str = "") -> str:
     lines = ["[Interface]", f"PrivateKey = {private}"]
     if listen_port is not None:
         lines.append(f"ListenPort = {listen_port}")
@@ -203,7 +204,7 @@ class AiouringWg:
     def __init__(self, ns: str, side: str, config: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.ns, self.side, self.config, self.env, self.args = ns, side, config, env or {}, args
         self.name = ifname(side)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str] = queue.Queue()
         self.ready_line = ""
         self.stderr = ""
@@ -305,6 +306,7 @@ class AiouringWg:
         for t in self._threads:
             t.join(timeout=5)
         if self.proc is not None:
+            assert self.proc.stdout is not None and self.proc.stderr is not None  # (PIPEs)
             self.proc.stdout.close()
             self.proc.stderr.close()
         self.proc = None
@@ -327,7 +329,7 @@ def parse_counters(line: str) -> dict[str, int]:
 # -- traffic ----------------------------------------------------------------------------------
 
 
-def ping(ns: str, target: str, count: int = 3, interval: float = 0.2, wait: float = 2) -> subprocess.CompletedProcess:
+def ping(ns: str, target: str, count: int = 3, interval: float = 0.2, wait: float = 2) -> subprocess.CompletedProcess[str]:
     return nsrun(ns, "ping", "-c", str(count), "-i", str(interval), "-W", str(wait), target, check=False, timeout=count * (interval + wait) + 10)
 
 
@@ -354,7 +356,7 @@ def tcp_transfer(src_ns: str, dst_ns: str, dst: str, size: int = 8 << 20) -> Non
     """``size`` random bytes over TCP from src_ns to dst:9000; the receiver's sha256 must match."""
     server = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-c", TCP_SERVER, dst], stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout.readline().startswith("listening")
+        assert server.stdout is not None and server.stdout.readline().startswith("listening")
         payload = os.urandom(size)
         pyroute_netns.pushns(src_ns)
         try:

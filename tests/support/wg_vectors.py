@@ -30,7 +30,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "wireguard_vectors.json")
 def icmp_echo_request(src: str, dst: str, ident: int, seq: int, data: bytes) -> bytes:
     def checksum(b: bytes) -> int:
         b += b"\0" * (len(b) % 2)
-        total = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        total: int = sum(struct.unpack(f"!{len(b) // 2}H", b))
         while total >> 16:
             total = (total & 0xFFFF) + (total >> 16)
         return ~total & 0xFFFF
