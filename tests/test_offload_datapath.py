@@ -18,14 +18,16 @@ from support.inet import Flow, checksums_valid, parse
 from support.netns import network_namespace, sysctl
 from support.vnet import VnetTun, offload_all
 from support.wait import wait_for_condition
-from aiouring import Backend
+from aiouring import Backend, DatagramSink, PacketSink, PacketSource, RingBase
+from aiouring.packet_io import SinkBase
+from typing import Any, Iterator
 
 SO_NO_CHECK = 11  # not exported by the socket module
 UDP_GRO = 104
 
 
 @pytest.fixture
-def bounce_tun():
+def bounce_tun() -> Iterator[VnetTun]:
     """A vnet TUN with every offload the kernel takes, in a namespace that
     forwards 10.9.0.2 -> 10.9.0.3 straight back out of it."""
     with network_namespace(forwarding=True):
@@ -42,23 +44,23 @@ def own(packets: list[bytes]) -> list[bytes]:
     return [p for p in packets if p[0] >> 4 == 4]
 
 
-async def open_pair(ring, tun, *, coalesce: bool = True):
+async def open_pair(ring: RingBase, tun: VnetTun, *, coalesce: bool = True) -> tuple[PacketSource, PacketSink, list[bytes], list[OSError], list[BaseException | None]]:
     got: list[bytes] = []
     errors: list[OSError] = []
-    stopped: list = []
+    stopped: list[BaseException | None] = []
     source = ring.packet_source(tun.fd, 65535 + 50, got.extend, stopped.append, vnet=True)
     sink = ring.packet_sink(tun.fd, errors.append, lambda: None, vnet=True, coalesce_tcp=coalesce, coalesce_udp=coalesce and tun.uso)
     return source, sink, got, errors, stopped
 
 
-async def close_pair(ring, source, sink, stopped):
+async def close_pair(ring: RingBase, source: PacketSource, sink: PacketSink, stopped: list[BaseException | None]) -> None:
     source.cancel()
     sink.close()
     await wait_for_condition(lambda: stopped)
     await ring.aclose()
 
 
-async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tun, backend: Backend) -> None:
+async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tun: VnetTun, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     source, sink, got, errors, stopped = await open_pair(ring, bounce_tun)
     packets = [udp("10.9.0.2", "10.9.0.3", 1000, 2000, b"%06d" % i + bytes([i % 251]) * 194, ident=i) for i in range(2000)]
@@ -76,7 +78,7 @@ async def test_coalesced_udp_writes_come_back_split_whole_and_in_order(bounce_tu
     await close_pair(ring, source, sink, stopped)
 
 
-async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun, backend: Backend) -> None:
+async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun: VnetTun, backend: Backend) -> None:
     """TCP segments (ACK, contiguous sequence) are merged into TSO super-packets;
     what the kernel forwards back splits into the same segments."""
     ring = aiouring.open_ring(backend)
@@ -95,7 +97,7 @@ async def test_tcp_segments_of_a_flow_are_coalesced_and_split_back(bounce_tun, b
     await close_pair(ring, source, sink, stopped)
 
 
-async def test_without_coalescing_every_packet_is_its_own_write(bounce_tun, backend: Backend) -> None:
+async def test_without_coalescing_every_packet_is_its_own_write(bounce_tun: VnetTun, backend: Backend) -> None:
     ring = aiouring.open_ring(backend)
     source, sink, got, errors, stopped = await open_pair(ring, bounce_tun, coalesce=False)
     packets = [udp("10.9.0.2", "10.9.0.3", 1000, 2000, b"%04d" % i, ident=i) for i in range(300)]
@@ -108,12 +110,12 @@ async def test_without_coalescing_every_packet_is_its_own_write(bounce_tun, back
 
 
 @pytest.fixture
-def loopback():
+def loopback() -> Iterator[None]:
     with network_namespace():
         yield
 
 
-async def gso_pair(ring, *, gro: bool = True):
+async def gso_pair(ring: RingBase, *, gro: bool = True) -> tuple[socket.socket, socket.socket, PacketSource, DatagramSink, list[tuple[bytes, Any]], list[OSError], list[BaseException | None]]:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.setblocking(False)
@@ -122,9 +124,9 @@ async def gso_pair(ring, *, gro: bool = True):
         rx.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setblocking(False)
-    got: list = []
-    errors: list = []
-    stopped: list = []
+    got: list[tuple[bytes, Any]] = []
+    errors: list[OSError] = []
+    stopped: list[BaseException | None] = []
     source = ring.datagram_source(rx, 65535, got.extend, stopped.append, errors.append, gro=gro)
     sink = ring.datagram_sink(tx, errors.append, lambda: None, gso=True)
     return rx, tx, source, sink, got, errors, stopped
@@ -199,7 +201,7 @@ async def test_a_refused_gso_send_is_resent_plainly_and_gso_stays_off(loopback: 
 
 
 @pytest.fixture
-def small_mtu_route():
+def small_mtu_route() -> Iterator[None]:
     """A namespace whose 10.77.0.0/24 goes out of a veth end of MTU 1280."""
     from pyroute2 import IPRoute
 
@@ -220,8 +222,9 @@ async def test_gso_segments_too_big_for_the_route_are_resent_and_the_limit_learn
     ring = aiouring.open_ring(backend)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setblocking(False)
-    errors: list = []
+    errors: list[OSError] = []
     sink = ring.datagram_sink(tx, errors.append, lambda: None, gso=True)
+    assert isinstance(sink, SinkBase)  # its gso_max and writes, which the protocol does not show
     dst = to_sockaddr(("10.77.0.2", 9), socket.AF_INET)  # out of the veth, to nobody
     for _ in range(20):
         sink.sendto(b"x" * 1400, dst)

@@ -29,6 +29,7 @@ from aiouring.offload import (
 from support.inet import ACK, FIN, PSH, SYN, TCP, UDP, Flow, checksums_valid, parse, pseudo_sum, syn_options, tcp_option
 from support.netns import network_namespace, sysctl
 from support.vnet import VnetTun, csum_errors, offload_all, vnet_header_size
+from typing import Iterator
 
 ZERO_HDR = bytes(10)
 UDP_SEGMENT = 103
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def ns():
+def ns() -> Iterator[str]:
     """A namespace with IPv6 on (a TUN then emits its own RS/MLD packets,
     which the readers skip) and forwarding on for the plain-TUN checks."""
     with network_namespace(ipv6=True, forwarding=True) as name:
@@ -52,7 +53,7 @@ def ns():
 
 
 @pytest.fixture
-def tun(ns):
+def tun(ns: str) -> Iterator[VnetTun]:
     t = VnetTun("aiouv0", offload=offload_all())
     t.configure(["10.9.0.1/24", "fd00:9::1/64"], mtu=MTU)
     yield t
@@ -60,7 +61,7 @@ def tun(ns):
 
 
 @pytest.fixture
-def plain_tun(ns):
+def plain_tun(ns: str) -> Iterator[VnetTun]:
     """A second TUN without vnet header or offloads: what the kernel forwards
     to it, it must segment and checksum in software first."""
     t = VnetTun("aiouplain0", vnet=False)
@@ -95,7 +96,7 @@ DSTOPTS_HDR = bytes([0, 0, 1, 4, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("v,ext", [(4, False), (6, False), (6, True)], ids=["ipv4", "ipv6", "ipv6-dstopts"])
-async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun, v, ext) -> None:
+async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun: VnetTun, v: int, ext: bool) -> None:
     local, remote = ADDR[v]
     loop = asyncio.get_running_loop()
     sock = socket.socket(family(v), socket.SOCK_STREAM)
@@ -180,7 +181,7 @@ async def test_tcp_super_packets_from_a_local_sender_split_into_its_stream(tun, 
 # -- (b) the kernel's USO super-packets split into the datagrams -------------------
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagrams(tun, v) -> None:
+async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagrams(tun: VnetTun, v: int) -> None:
     if not tun.offload & TUN_F_USO4:
         pytest.skip("this kernel refused TUNSETOFFLOAD USO4|USO6 (before 6.2)")
     local, remote = ADDR[v]
@@ -203,7 +204,7 @@ async def test_udp_gso_super_packet_from_a_local_sender_splits_into_its_datagram
 # -- (c) coalesced writes reach real sockets intact ----------------------------------
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun, v) -> None:
+async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun: VnetTun, v: int) -> None:
     if not tun.offload & TUN_F_USO4:
         pytest.skip("this kernel refused TUNSETOFFLOAD USO4|USO6 (before 6.2)")
     local, remote = ADDR[v]
@@ -224,7 +225,7 @@ async def test_coalesced_udp_write_reaches_a_local_socket_byte_identical(tun, v)
 
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
-async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v) -> None:
+async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun: VnetTun, v: int) -> None:
     local, remote = ADDR[v]
     loop = asyncio.get_running_loop()
     mss = MTU - (40 if v == 4 else 60)
@@ -263,7 +264,7 @@ async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v) -
         sent = acked = merged_writes = 0
         async with asyncio.timeout(30):
             while acked < len(data):
-                batch = []
+                batch: list[bytes] = []
                 while sent < len(data) and len(batch) < 45:
                     size = min(mss, len(data) - sent)
                     if sent + size > acked + window:
@@ -305,7 +306,7 @@ async def test_coalesced_tcp_writes_reach_a_local_socket_as_its_stream(tun, v) -
         srv.close()
 
 
-async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun) -> None:
+async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun: VnetTun) -> None:
     """The control for the csum-error assertions above: a datagram with a
     bad checksum, written plainly, is dropped and counted.  UDP verifies
     lazily, when the socket reads, so the read of a good datagram written
@@ -333,7 +334,7 @@ async def test_a_bad_checksum_is_counted_so_the_counters_mean_something(tun) -> 
 
 @pytest.mark.parametrize("v", [4, 6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("proto", [TCP, UDP], ids=["tcp", "udp"])
-async def test_kernel_segments_a_coalesced_write_into_valid_packets(tun, plain_tun, v, proto) -> None:
+async def test_kernel_segments_a_coalesced_write_into_valid_packets(tun: VnetTun, plain_tun: VnetTun, v: int, proto: int) -> None:
     """Forwarded to a TUN without offloads, a coalesced super-packet is cut
     and checksummed by the kernel's software GSO from the seed in its L4
     checksum field, so this checks the seed convention itself: the folded
@@ -357,7 +358,7 @@ async def test_kernel_segments_a_coalesced_write_into_valid_packets(tun, plain_t
 
         for variant, data, want_valid in (("whole", out, True), ("one segment", one_segment, False)):
             tun.write(data)
-            got = []
+            got: list[bytes] = []
             async with asyncio.timeout(5):
                 while len(got) < len(packets):
                     pkt = await plain.read_until(lambda d: is_l4(d, proto, vnet=False, dport=2222))
@@ -384,7 +385,7 @@ def _refused() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", sorted(_refused()))
-def test_kernel_refuses_what_split_refuses(tun, name) -> None:
+def test_kernel_refuses_what_split_refuses(tun: VnetTun, name: str) -> None:
     data = _refused()[name]
     with pytest.raises(OSError) as refused:
         tun.write(data)
@@ -393,7 +394,7 @@ def test_kernel_refuses_what_split_refuses(tun, name) -> None:
         gso_split(data)
 
 
-def test_kernel_accepts_the_coalesced_super_packets_unmodified(tun) -> None:
+def test_kernel_accepts_the_coalesced_super_packets_unmodified(tun: VnetTun) -> None:
     assert vnet_header_size(tun.fd) == 10
     f = Flow(src=ADDR[4][1], dst=ADDR[4][0], sport=1, dport=9)
     [tcp] = gro_coalesce([f.tcp(1000 * i, 1, payload(1000, i), ident=i) for i in range(2)])

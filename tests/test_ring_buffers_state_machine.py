@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from aiouring import ClosedError
-from aiouring.testing import FakeRing
+from aiouring.testing import FakeOp, FakeRing
+from typing import Any
 
 import uvloop
 
@@ -33,15 +34,15 @@ class RingBufferMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = self.loop_factory()
-        self.reported: list[dict] = []
+        self.reported: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.reported.append(ctx))
         self.ring = self.loop.run_until_complete(self._ring())
-        self.tasks: list[asyncio.Task] = []
-        self.watch: dict[int, weakref.ref] = {}  # fake op ud -> its buffer
+        self.tasks: list[asyncio.Task[int]] = []
+        self.watch: dict[int, weakref.ref[Any]] = {}  # fake op ud -> its buffer
         # fake op ud -> number of the task that asked (numbers, not tasks: a
         # task held here would hold its frame, and the buffer with it)
         self.task_of: dict[int, int] = {}
-        self.number: "weakref.WeakKeyDictionary[asyncio.Task, int]" = weakref.WeakKeyDictionary()
+        self.number: "weakref.WeakKeyDictionary[asyncio.Task[int], int]" = weakref.WeakKeyDictionary()
         self.cancelled: set[int] = set()
         self.counter = itertools.count()
         self.late: list[int] = []  # what on_late received
@@ -57,6 +58,7 @@ class RingBufferMachine(RuleBasedStateMachine):
         # Drop finished tasks, as real code does: their tracebacks would hold
         # the op's frame, and with it the buffer, hiding an early release.
         still = []
+        task: asyncio.Task[int] | None
         for task in self.tasks:
             if not task.done():
                 still.append(task)
@@ -65,7 +67,7 @@ class RingBufferMachine(RuleBasedStateMachine):
         self.tasks = still
         task = None  # noqa: F841
 
-    def pending(self):
+    def pending(self) -> list[FakeOp]:
         return self.ring.pending("readinto") + self.ring.pending("read")
 
     @precondition(lambda self: not self.closed)
@@ -83,7 +85,7 @@ class RingBufferMachine(RuleBasedStateMachine):
                 self.task_of[op.ud] = self.number[task]
 
     @rule(data=st.data())
-    def cancel_a_task(self, data) -> None:
+    def cancel_a_task(self, data: st.DataObject) -> None:
         live = [t for t in self.tasks if not t.done()]
         if live:
             task = data.draw(st.sampled_from(live))
@@ -96,7 +98,7 @@ class RingBufferMachine(RuleBasedStateMachine):
             gc.collect()
 
     @rule(data=st.data())
-    def cancel_loses_the_race(self, data) -> None:
+    def cancel_loses_the_race(self, data: st.DataObject) -> None:
         """The kernel had read the data when the cancel came: -EALREADY, then the read's CQE."""
         by_number = {n: ud for ud, n in self.task_of.items()}
         live = [t for t in self.tasks if not t.done() and self.number[t] in by_number]
@@ -122,7 +124,7 @@ class RingBufferMachine(RuleBasedStateMachine):
         self.ring.cancel_policy = policy
 
     @rule(data=st.data(), n=st.integers(1, 4))
-    def kernel_completes(self, data, n: int) -> None:
+    def kernel_completes(self, data: st.DataObject, n: int) -> None:
         ops = self.pending()
         for op in data.draw(st.permutations(ops))[:n]:
             outcome = data.draw(st.sampled_from(["data", "error"]))

@@ -132,7 +132,7 @@ INET_ADDRESSES = st.one_of(
 )
 UNIX_ADDRESSES = st.one_of(
     st.text(max_size=120), st.binary(max_size=120), st.builds(bytearray, st.binary(max_size=110)),
-    st.binary(max_size=110).map(memoryview), st.none(), st.integers(), st.tuples(st.text(max_size=5)),
+    st.builds(lambda b: memoryview(b), st.binary(max_size=110)), st.none(), st.integers(), st.tuples(st.text(max_size=5)),
 )
 
 
