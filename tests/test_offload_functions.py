@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import AbstractSet, Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -59,7 +60,7 @@ def flows(draw: st.DrawFn, v6: bool | None = None) -> Flow:
 
 
 def tcp_segments(flow: Flow, sizes: list[int], seq0: int, ack: int, *, options: bytes = b"", window: int = 502,
-                 psh: set[int] = frozenset(), seed: int = 0) -> list[bytes]:
+                 psh: AbstractSet[int] = frozenset(), seed: int = 0) -> list[bytes]:
     out, seq = [], seq0
     for i, size in enumerate(sizes):
         out.append(flow.tcp(seq, ack, payload(size, seed + i), flags=ACK | (PSH if i in psh else 0), options=options,
@@ -80,7 +81,7 @@ def segment_sizes(draw: st.DrawFn, max_n: int = 80) -> list[int]:
     return [gso] * (n - 1) + [last]
 
 
-def expected_groups(packets: list[bytes], sizes: list[int], psh: set[int] = frozenset()) -> list[list[int]]:
+def expected_groups(packets: list[bytes], sizes: list[int], psh: AbstractSet[int] = frozenset()) -> list[list[int]]:
     """The grouping the rules imply for one in-order flow: a group ends after
     MAX_SEGMENTS packets, before 65535 bytes of IP packet would be exceeded,
     after a PSH or after a shorter segment."""
@@ -129,7 +130,7 @@ def check_merged_header(out: bytes, members: list[bytes], proto: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(flow=flows(), sizes=segment_sizes(), seq0=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
        options=tcp_options, psh=st.sets(st.integers(0, 79), max_size=3), seed=st.integers(0, 1000))
-def test_split_of_coalesced_tcp_flow_is_the_flow(flow, sizes, seq0, ack, options, psh, seed: int) -> None:
+def test_split_of_coalesced_tcp_flow_is_the_flow(flow: Flow, sizes: list[int], seq0: int, ack: int, options: bytes, psh: set[int], seed: int) -> None:
     packets = tcp_segments(flow, sizes, seq0, ack, options=options, psh=psh, seed=seed)
     assert all(checksums_valid(p) for p in packets)
     out = gro_coalesce(packets)
@@ -152,7 +153,7 @@ def test_split_of_coalesced_tcp_flow_is_the_flow(flow, sizes, seq0, ack, options
 
 @settings(max_examples=300, deadline=None)
 @given(flow=flows(), sizes=segment_sizes(), seed=st.integers(0, 1000))
-def test_split_of_coalesced_udp_flow_is_the_flow(flow, sizes, seed: int) -> None:
+def test_split_of_coalesced_udp_flow_is_the_flow(flow: Flow, sizes: list[int], seed: int) -> None:
     packets = udp_datagrams(flow, sizes, seed)
     out = gro_coalesce(packets, udp=True)
     groups = expected_groups(packets, sizes)
@@ -219,24 +220,24 @@ def _set(pkt: bytes, at: int, value: bytes) -> bytes:
     return pkt[:at] + value + pkt[at + len(value):]
 
 
-def _mutations(v6: bool) -> dict[str, object]:
+def _mutations(v6: bool) -> dict[str, Callable[[Flow], list[bytes]]]:
     """name -> function(flow) returning two consecutive TCP segments that must not merge."""
     other = "fd00::99" if v6 else "10.99.0.1"
 
-    def pair(f: Flow, **second) -> list[bytes]:
+    def pair(f: Flow, **second: Any) -> list[bytes]:
         a = f.tcp(1000, 5, payload(500, 1), ident=f.ident)
-        kw = dict(seq=1500, ack=5, data=payload(500, 2), flags=ACK, options=b"", window=502)
+        kw: dict[str, Any] = dict(seq=1500, ack=5, data=payload(500, 2), flags=ACK, options=b"", window=502)
         kw.update(second)
         b = f.tcp(kw["seq"], kw["ack"], kw["data"], flags=kw["flags"], options=kw["options"], window=kw["window"],
                   ident=f.ident + 1)
         return [a, b]
 
-    def with_flow(f: Flow, **changes) -> list[bytes]:
+    def with_flow(f: Flow, **changes: Any) -> list[bytes]:
         a = f.tcp(1000, 5, payload(500, 1), ident=f.ident)
         g = Flow(**{**f.__dict__, **changes})
         return [a, g.tcp(1500, 5, payload(500, 2), ident=f.ident + 1)]
 
-    m: dict[str, object] = {
+    m: dict[str, Callable[[Flow], list[bytes]]] = {
         "bad checksum on the second": lambda f: [f.tcp(1000, 5, payload(500, 1)), f.tcp(1500, 5, payload(500, 2), csum="bad")],
         "bad checksum on the first": lambda f: [f.tcp(1000, 5, payload(500, 1), csum="bad"), f.tcp(1500, 5, payload(500, 2))],
         "partial checksum": lambda f: [f.tcp(1000, 5, payload(500, 1), csum="partial"), f.tcp(1500, 5, payload(500, 2), csum="partial")],
@@ -287,7 +288,7 @@ def _frag(pkt: bytes, bits: int) -> bytes:
 
 @pytest.mark.parametrize("v6,name", [(v6, name) for v6 in (False, True) for name in sorted(_mutations(v6))],
                          ids=lambda x: {False: "ipv4", True: "ipv6"}.get(x, x) if isinstance(x, bool) else x)
-def test_non_coalescible_segments_come_back_unchanged(v6, name) -> None:
+def test_non_coalescible_segments_come_back_unchanged(v6: bool, name: str) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     packets = _mutations(v6)[name](flow)
     # the base pair does merge: the mutation alone is what stops it
@@ -297,7 +298,7 @@ def test_non_coalescible_segments_come_back_unchanged(v6, name) -> None:
 
 @pytest.mark.parametrize("name", ["bad checksum", "zero checksum", "length field", "larger second", "after a short one",
                                   "other port", "fragment"])
-def test_non_coalescible_datagrams_come_back_unchanged(name) -> None:
+def test_non_coalescible_datagrams_come_back_unchanged(name: str) -> None:
     f = Flow()
     a, b, c = udp_datagrams(f, [400, 400, 400])
     packets = {
@@ -335,10 +336,11 @@ def test_a_flow_keeps_its_order_around_packets_that_do_not_merge() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), nflows=st.integers(1, 4), n=st.integers(1, 120))
-def test_interleaved_flows_keep_per_flow_order(data, nflows, n) -> None:
+def test_interleaved_flows_keep_per_flow_order(data: st.DataObject, nflows: int, n: int) -> None:
     flows_ = [data.draw(flows()) for _ in range(nflows)]
     state = [[0, 0] for _ in flows_]  # next seq, next ident
-    packets, owner = [], []  # owner: (flow, protocol), what the C code calls a flow
+    packets: list[bytes] = []
+    owner: list[tuple[int, bool]] = []  # (flow, protocol), what the C code calls a flow
     for _ in range(n):
         k = data.draw(st.integers(0, nflows - 1))
         f, s = flows_[k], state[k]
@@ -359,15 +361,15 @@ def test_interleaved_flows_keep_per_flow_order(data, nflows, n) -> None:
     assert sorted(order) == list(range(n))
     firsts = [ms[0] for _, ms in plan]
     assert firsts == sorted(firsts)
-    for k in set(owner):
-        mine = [i for i in order if owner[i] == k]
+    for key in set(owner):
+        mine = [i for i in order if owner[i] == key]
         assert mine == sorted(mine)
     out = native.coalesce(packets, native.GRO_TCP | native.GRO_UDP)
     for o, (_, ms) in zip(out, plan):
         segs = gso_split(o)
         assert len(segs) == len(ms)
-        for s, i in zip(segs, ms):
-            assert _normalize(s) == _normalize(packets[i])
+        for seg, i in zip(segs, ms):
+            assert _normalize(seg) == _normalize(packets[i])
 
 
 def _normalize(pkt: bytes) -> bytes:
@@ -408,7 +410,7 @@ def super_udp(flow: Flow, data: bytes, gso: int) -> tuple[bytes, list[bytes]]:
     return hdr + big, [flow.udp(c, ident=(flow.ident + i) & 0xFFFF) for i, c in enumerate(chunks)]
 
 
-EXT_CHAINS = {
+EXT_CHAINS: dict[str, list[tuple[int, bytes | Callable[[int], bytes]]]] = {
     "none": [],
     "hop-by-hop": [(HOPOPTS, b"")],
     "hop-by-hop + destination options": [(HOPOPTS, b""), (DSTOPTS, b"\x01\x0c" + bytes(12))],
@@ -417,7 +419,7 @@ EXT_CHAINS = {
 
 @pytest.mark.parametrize("ext", sorted(EXT_CHAINS))
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_split_ipv6_with_extension_headers(ext, proto) -> None:
+def test_split_ipv6_with_extension_headers(ext: str, proto: str) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2", ext=EXT_CHAINS[ext])
     data = payload(5000, 3)
     sp, want = super_tcp(flow, data, 1200) if proto == "tcp" else super_udp(flow, data, 1200)
@@ -430,7 +432,7 @@ def test_split_ipv6_with_extension_headers(ext, proto) -> None:
 
 
 @pytest.mark.parametrize("rtype", [2, 4])
-def test_split_ipv6_routing_header_uses_the_final_destination(rtype) -> None:
+def test_split_ipv6_routing_header_uses_the_final_destination(rtype: int) -> None:
     final = "fd00::f1"
     rh = lambda nxt: routing_header(nxt, rtype, 1, [final])  # noqa: E731
     flow = Flow(src="fd00::1", dst="fd00::2", ext=[(ROUTING, rh)], final_dst=final)
@@ -442,7 +444,7 @@ def test_split_ipv6_routing_header_uses_the_final_destination(rtype) -> None:
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("size,gso", [(4000, 1000), (4001, 1000), (3999, 1000), (1, 1000), (1000, 1000), (0, 100),
                                       (65535 - 80, 1380), (200, 1)])
-def test_split_tcp_sizes(v6, size, gso) -> None:
+def test_split_tcp_sizes(v6: bool, size: int, gso: int) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     sp, want = super_tcp(flow, payload(size, size), gso, options=b"\x01\x01\x08\x0a" + bytes(8))
     got = gso_split(sp)
@@ -460,13 +462,13 @@ def test_split_puts_fin_and_psh_on_the_last_segment_and_cwr_on_the_first() -> No
 
 
 @pytest.mark.parametrize("hdr_len", [0, 1, 20, 39, 41, 1500, 65535])
-def test_split_ignores_a_lying_hdr_len(hdr_len) -> None:
+def test_split_ignores_a_lying_hdr_len(hdr_len: int) -> None:
     sp, want = super_tcp(Flow(), payload(3000, 6), 1000, hdr_len=hdr_len)
     assert gso_split(sp) == want
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_split_udp_short_last_datagram(v6) -> None:
+def test_split_udp_short_last_datagram(v6: bool) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
     sp, want = super_udp(flow, payload(10 * 1200 + 77, 8), 1200)
     got = gso_split(sp)
@@ -476,7 +478,7 @@ def test_split_udp_short_last_datagram(v6) -> None:
 @pytest.mark.parametrize("src,dst", [("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
                                      ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::"),
                                      ("255.255.255.255", "255.255.255.255"), ("0.0.0.0", "0.0.0.0")])
-def test_checksums_with_extreme_addresses(src, dst) -> None:
+def test_checksums_with_extreme_addresses(src: str, dst: str) -> None:
     """All-ones addresses take a 64-bit running sum to its top, where a lost
     carry would go unnoticed with everyday addresses."""
     flow = Flow(src=src, dst=dst)
@@ -505,9 +507,9 @@ def test_split_never_writes_a_zero_udp_checksum() -> None:
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_split_completes_a_partial_checksum_without_gso(v6, proto) -> None:
+def test_split_completes_a_partial_checksum_without_gso(v6: bool, proto: str) -> None:
     flow = Flow(src="fd00::1", dst="fd00::2") if v6 else Flow()
-    make = (lambda c: flow.tcp(5, 6, payload(333, 1), flags=SYN, csum=c)) if proto == "tcp" else (
+    make: Callable[[str], bytes] = (lambda c: flow.tcp(5, 6, payload(333, 1), flags=SYN, csum=c)) if proto == "tcp" else (
         lambda c: flow.udp(payload(333, 1), csum=c))
     partial, full = make("partial"), make("full")
     l3 = parse(full).l3
@@ -558,7 +560,7 @@ def _refusals() -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.mark.parametrize("name", sorted(_refusals()))
-def test_split_refuses_what_is_inconsistent(name) -> None:
+def test_split_refuses_what_is_inconsistent(name: str) -> None:
     data, reason = _refusals()[name]
     with pytest.raises(ValueError, match=reason):
         gso_split(data)
@@ -612,20 +614,20 @@ def _split_is_sane(data: bytes) -> None:
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 @example(b"")
-def test_fuzz_split_random_bytes(data) -> None:
+def test_fuzz_split_random_bytes(data: bytes) -> None:
     _split_is_sane(data)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rnd=st.randoms(use_true_random=False), base=st.sampled_from(VALID))
-def test_fuzz_split_mutated_super_packets(rnd, base) -> None:
+def test_fuzz_split_mutated_super_packets(rnd: random.Random, base: bytes) -> None:
     _split_is_sane(_mutate(rnd, base))
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(f=flows(), rnd=st.randoms(use_true_random=False), n=st.integers(0, 40), udp=st.booleans(),
        junk=st.lists(st.binary(max_size=80), max_size=5))
-def test_fuzz_coalesce_mutated_flows(f, rnd, n, udp, junk) -> None:
+def test_fuzz_coalesce_mutated_flows(f: Flow, rnd: random.Random, n: int, udp: bool, junk: list[bytes]) -> None:
     base = tcp_segments(f, [600] * n, 1, 1) + udp_datagrams(f, [300] * (n // 2))
     packets = [_mutate(rnd, p) if rnd.random() < 0.3 else p for p in base] + junk
     flags = native.GRO_TCP | (native.GRO_UDP if udp else 0)

@@ -8,12 +8,13 @@ import ipaddress
 import json
 import os
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.wgsim import Wire, connect, ip_packet, outcome_total
+from support.wgsim import Node, Wire, connect, ip_packet, outcome_total
 from wireguard import constants as K
 from wireguard import crypto, noise
 from wireguard.allowedips import AllowedIPs
@@ -27,7 +28,7 @@ A_ADDR, B_ADDR, C_ADDR = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("2001:db8:
 # -- replay window ------------------------------------------------------------------------
 
 
-def replay_steps():
+def replay_steps() -> st.SearchStrategy[list[tuple[str, int]]]:
     """Counters as steps: absolute ones; ones relative to the highest accepted
     so far (ahead of it, or behind it, at the window's edge too); and echoes
     of an earlier accepted counter one ring turn (8192) later, which land on
@@ -42,7 +43,7 @@ def replay_steps():
 
 @given(replay_steps())
 @settings(max_examples=400, deadline=None)
-def test_replay_window_accepts_each_counter_once_inside_the_window(steps) -> None:
+def test_replay_window_accepts_each_counter_once_inside_the_window(steps: list[tuple[str, int]]) -> None:
     window = ReplayWindow()
     seen: set[int] = set()
     accepted: list[int] = []
@@ -83,9 +84,9 @@ networks_v6 = st.builds(lambda a, n: ipaddress.ip_network((a, n), strict=False),
 @given(st.lists(st.tuples(st.one_of(networks_v4, networks_v6), st.integers(0, 5)), max_size=40),
        st.lists(st.one_of(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address), st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)), max_size=40))
 @settings(max_examples=200, deadline=None)
-def test_allowed_ips_is_a_longest_prefix_match(entries, addresses) -> None:
+def test_allowed_ips_is_a_longest_prefix_match(entries: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]], addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
     table = AllowedIPs()
-    owner: dict = {}
+    owner: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}
     for network, peer in entries:
         table.insert(network, peer)
         owner[network] = peer
@@ -167,7 +168,7 @@ def test_a_wg_quick_config_parses_unchanged() -> None:
     (f"[Interface]\nPrivateKey = {KEY1}\n[Peer]\nAllowedIPs = 10.0.0.0/8\n", "needs a PublicKey"),
     (f"[Interface]\nPrivateKey = {KEY1}\n[Peer]\nPublicKey = {KEY2}\n[Peer]\nPublicKey = {KEY2}\n", "same PublicKey"),
 ])
-def test_bad_configs_are_refused_with_the_reason(text, message) -> None:
+def test_bad_configs_are_refused_with_the_reason(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(text)
 
@@ -196,22 +197,22 @@ def test_endpoints() -> None:
 
 
 @pytest.fixture
-def wire():
+def wire() -> Wire:
     return Wire()
 
 
 @pytest.fixture
-def pair(wire):
+def pair(wire: Wire) -> tuple[Wire, Node, Node]:
     a, b = wire.node("a", A_ADDR), wire.node("b", B_ADDR)
     connect(a, b, ["10.0.0.1/32", "fd00::1/128"], ["10.0.0.2/32", "fd00::2/128"])
     return wire, a, b
 
 
-def transport_messages(wire, src):
+def transport_messages(wire: Wire, src: tuple[Any, ...]) -> list[bytes]:
     return [d for s, _, d in wire.sent if s == src and d[0] == 4]
 
 
-def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair) -> None:
+def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     packet = ip_packet("10.0.0.1", "10.0.0.2", b"x" * 3)
     a.device.from_tun([packet])
@@ -224,7 +225,7 @@ def test_first_packet_starts_a_handshake_and_arrives_trimmed_of_its_padding(pair
     assert a.tun == [ip_packet("fd00::2", "fd00::1", b"y" * 100)]
 
 
-def test_psk_must_match(wire) -> None:
+def test_psk_must_match(wire: Wire) -> None:
     a, b = wire.node("a", A_ADDR), wire.node("b", B_ADDR)
     a.device.add_peer(b.device.public_key, preshared_key=b"\1" * 32, endpoint=B_ADDR, allowed_ips=[ipaddress.ip_network("10.0.0.2/32")])
     b.device.add_peer(a.device.public_key, preshared_key=b"\2" * 32, endpoint=A_ADDR, allowed_ips=[ipaddress.ip_network("10.0.0.1/32")])
@@ -234,7 +235,7 @@ def test_psk_must_match(wire) -> None:
     assert a.device.drops["response_invalid"] == 1
 
 
-def test_the_responder_waits_for_key_confirmation_before_sending(pair) -> None:
+def test_the_responder_waits_for_key_confirmation_before_sending(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     # deliver the initiation only: b has a `next` keypair, no current one
@@ -245,7 +246,7 @@ def test_the_responder_waits_for_key_confirmation_before_sending(pair) -> None:
     assert list(peer.staged) == [ip_packet("10.0.0.2", "10.0.0.1")]
 
 
-def test_passive_keepalive_after_one_way_traffic(pair) -> None:
+def test_passive_keepalive_after_one_way_traffic(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -257,7 +258,7 @@ def test_passive_keepalive_after_one_way_traffic(pair) -> None:
     assert a.device.stats["received_keepalive"] >= 1
 
 
-def test_persistent_keepalive_keeps_sending(wire) -> None:
+def test_persistent_keepalive_keeps_sending(wire: Wire) -> None:
     a, b = wire.node("a", A_ADDR), wire.node("b", B_ADDR)
     connect(a, b, ["10.0.0.1/32"], ["10.0.0.2/32"], persistent_keepalive=3)
     a.device.start()
@@ -267,7 +268,7 @@ def test_persistent_keepalive_keeps_sending(wire) -> None:
     assert b.device.stats["received_keepalive"] >= 3
 
 
-def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(pair: tuple[Wire, Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REKEY_AFTER_TIME", 30.0)
     wire, a, b = pair
     ping = ip_packet("10.0.0.1", "10.0.0.2")
@@ -290,7 +291,7 @@ def test_rekey_after_time_rotates_keys_and_old_packets_become_stale_or_replays(p
     assert len(b.tun) == 5
 
 
-def test_rekey_after_messages(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rekey_after_messages(pair: tuple[Wire, Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REKEY_AFTER_MESSAGES", 10)
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])  # a initiates the first session
@@ -304,7 +305,7 @@ def test_rekey_after_messages(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(a.tun) == 12
 
 
-def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_keypair_is_not_used_past_reject_after_messages(pair: tuple[Wire, Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "REJECT_AFTER_MESSAGES", 4)
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(3)])  # counters 0-2
@@ -317,7 +318,7 @@ def test_a_keypair_is_not_used_past_reject_after_messages(pair, monkeypatch: pyt
     assert max(struct.unpack_from("<Q", d, 8)[0] for d in transport_messages(wire, A_ADDR)) < 4
 
 
-def test_keys_expire_after_reject_after_time(pair) -> None:
+def test_keys_expire_after_reject_after_time(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -331,7 +332,7 @@ def test_keys_expire_after_reject_after_time(pair) -> None:
     assert a.device.stats["handshakes_completed"] == 2
 
 
-def test_handshake_retries_then_gives_up_and_drops_what_waited(pair) -> None:
+def test_handshake_retries_then_gives_up_and_drops_what_waited(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     for _ in range(K.MAX_HANDSHAKE_ATTEMPTS + 5):
@@ -345,7 +346,7 @@ def test_handshake_retries_then_gives_up_and_drops_what_waited(pair) -> None:
     assert b.device.stats["received_initiation"] == 0
 
 
-def test_unanswered_data_starts_a_new_handshake(pair) -> None:
+def test_unanswered_data_starts_a_new_handshake(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -358,7 +359,7 @@ def test_unanswered_data_starts_a_new_handshake(pair) -> None:
     assert a.device.stats["sent_initiation"] == 2
 
 
-def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair: tuple[Wire, Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(K, "UNDER_LOAD", 0)  # every handshake message puts the device under load
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
@@ -370,7 +371,7 @@ def test_under_load_a_cookie_reply_then_the_retry_with_mac2_gets_through(pair, m
     assert a.device.drops["cookie_invalid"] == b.device.drops["cookie_invalid"] == 0
 
 
-def test_a_forged_cookie_reply_is_refused(pair) -> None:
+def test_a_forged_cookie_reply_is_refused(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     initiation = wire.in_flight[0][2]
@@ -379,7 +380,7 @@ def test_a_forged_cookie_reply_is_refused(pair) -> None:
     assert a.device.drops["cookie_invalid"] == 1
 
 
-def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair) -> None:
+def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.99", "10.0.0.2"), ip_packet("fd00::99", "fd00::2")])
     wire.deliver()
@@ -387,14 +388,14 @@ def test_a_peer_may_not_send_from_addresses_it_does_not_own(pair) -> None:
     assert b.device.drops["disallowed_source"] == 2
 
 
-def test_packets_nobody_routes_are_dropped_and_counted(pair) -> None:
+def test_packets_nobody_routes_are_dropped_and_counted(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.9.9.9"), b"\x50" * 40, b""])
     assert a.device.drops["no_route"] == 1 and a.device.drops["tun_not_ip"] == 2
     assert wire.in_flight == []
 
 
-def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire) -> None:
+def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire: Wire) -> None:
     a, b, c = wire.node("a", A_ADDR), wire.node("b", B_ADDR), wire.node("c", C_ADDR)
     connect(a, b, ["10.0.0.1/32", "fd00::1/128"], ["10.0.0.0/16", "fd00::/64"])
     connect(a, c, ["10.0.0.1/32", "fd00::1/128"], ["10.0.3.0/24", "fd00::3/128"])
@@ -406,7 +407,7 @@ def test_cryptokey_routing_picks_the_peer_by_longest_prefix(wire) -> None:
     assert sorted(b.tun) == sorted(to_b)
 
 
-def test_roaming_follows_authentic_packets_only(pair) -> None:
+def test_roaming_follows_authentic_packets_only(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     wire.deliver()
@@ -423,7 +424,7 @@ def test_roaming_follows_authentic_packets_only(pair) -> None:
     assert b.device.drops["bad_tag"] == 1 and b.device.drops["replayed"] == 1
 
 
-def test_a_replayed_initiation_is_refused(pair) -> None:
+def test_a_replayed_initiation_is_refused(pair: tuple[Wire, Node, Node]) -> None:
     wire, a, b = pair
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2")])
     initiation = wire.in_flight[0][2]
@@ -455,7 +456,7 @@ def test_handshake_and_transport_known_answers_recorded_from_wireguard_go() -> N
     ephemeral key and clock): our initiation must be byte for byte the one
     wireguard-go answered, its response must pass our mac1 check and complete
     our handshake, and the keys derived must open its answer to our ping."""
-    v = {k: bytes.fromhex(x) if isinstance(x, str) and k not in ("recorded_with",) else x for k, x in VECTORS.items()}
+    v: dict[str, Any] = {k: bytes.fromhex(x) if isinstance(x, str) and k not in ("recorded_with",) else x for k, x in VECTORS.items()}
     identity = noise.Identity(crypto.private_from_bytes(v["our_private"]))
     their_public = crypto.public_key(crypto.private_from_bytes(v["their_private"]))
     hs = noise.Handshake(identity, their_public)
@@ -487,7 +488,7 @@ def test_handshake_and_transport_known_answers_recorded_from_wireguard_go() -> N
 # -- the receive path fuzzed -----------------------------------------------------------------------
 
 
-def _session(wire_):
+def _session(wire_: Wire) -> tuple[Node, Node]:
     a, b = wire_.node("a", A_ADDR), wire_.node("b", B_ADDR)
     connect(a, b, ["10.0.0.1/32", "fd00::1/128"], ["10.0.0.2/32", "fd00::2/128"])
     a.device.from_tun([ip_packet("10.0.0.1", "10.0.0.2"), ip_packet("fd00::1", "fd00::2", b"z" * 40)])
@@ -532,10 +533,12 @@ datagrams = st.one_of(
 def seal(plaintext: bytes) -> bytes:
     """An authentic transport message from a to b with any plaintext (a fresh counter each)."""
     kp = next(iter(_FUZZ_A.device.peers.values())).current
+    assert kp is not None  # the session _session() set up
     counter = kp.send_counter
     kp.send_counter += 1
     nonce = b"\0\0\0\0" + struct.pack("<Q", counter)
-    return kp.header + nonce[4:] + kp.send.encrypt(nonce, plaintext, None)
+    sealed: bytes = kp.header + nonce[4:] + kp.send.encrypt(nonce, plaintext, None)
+    return sealed
 
 
 ip_like = st.builds(lambda v, rest: bytes([v << 4 | 5]) + rest, st.sampled_from([4, 6, 5]), st.binary(max_size=70))
@@ -548,7 +551,7 @@ sealed = st.builds(seal, st.one_of(st.binary(max_size=100), ip_like, headers, bi
 
 @given(st.lists(st.one_of(datagrams, sealed), min_size=1, max_size=20), st.sampled_from([A_ADDR, ("198.51.100.1", 9), C_ADDR]))
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch, source) -> None:
+def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch: list[bytes], source: tuple[Any, ...]) -> None:
     """Random bytes, mutations of real messages, and authentic messages
     carrying anything: each is taken or dropped, counted exactly once."""
     device = _FUZZ_B.device
@@ -568,6 +571,6 @@ def test_fuzzed_datagrams_never_raise_and_each_is_counted_once(batch, source) ->
 
 @given(st.lists(st.one_of(st.binary(max_size=80), st.builds(lambda v, rest: bytes([v << 4]) + rest, st.sampled_from([4, 6]), st.binary(max_size=60))), max_size=20))
 @settings(max_examples=200, deadline=None)
-def test_fuzzed_tun_packets_never_raise(packets) -> None:
+def test_fuzzed_tun_packets_never_raise(packets: list[bytes]) -> None:
     _FUZZ_A.device.from_tun(packets)
     assert _FUZZ_A.device.drops["internal_error"] == 0

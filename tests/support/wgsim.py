@@ -26,7 +26,7 @@ def ip_packet(src: str, dst: str, payload: bytes = b"ping", proto: int = 17) -> 
 
 
 class Node:
-    def __init__(self, net: "Wire", name: str, address: tuple[str, int]) -> None:
+    def __init__(self, net: "Wire", name: str, address: tuple[Any, ...]) -> None:
         self.net = net
         self.name = name
         self.address = address
@@ -55,7 +55,7 @@ class Wire:
         self.sent: list[tuple[Any, Any, bytes]] = []
         self.nodes: dict[Any, Node] = {}
 
-    def node(self, name: str, address: tuple[str, int]) -> Node:
+    def node(self, name: str, address: tuple[Any, ...]) -> Node:
         n = Node(self, name, address)
         self.nodes[address] = n
         return n
