@@ -18,6 +18,7 @@ import tunnel  # examples/tunnel.py: its wire format, to craft datagrams
 from packets import udp as udp_packet
 from support.netns import two_namespaces
 from aiouring import Backend
+from typing import Iterator
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 KEY = "5a" * 32
@@ -25,30 +26,32 @@ A_UNDERLAY, B_UNDERLAY = "192.168.77.1", "192.168.77.2"
 A_INNER, B_INNER = "10.50.0.1", "10.50.0.2"
 
 
-def start_tunnel(ns: str, inner: str, peer: str, *extra: str) -> subprocess.Popen:
+def start_tunnel(ns: str, inner: str, peer: str, *extra: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, os.path.join(EXAMPLES, "tunnel.py"),
          "--address", f"{inner}/24", "--listen", "0.0.0.0:51820", "--peer", f"{peer}:51820", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert proc.stdout is not None and proc.stderr is not None  # (PIPEs)
     line = proc.stdout.readline()
     assert line.startswith("ready"), line + proc.stderr.read()
     return proc
 
 
 def parse_counters(out: str) -> dict[str, int]:
-    counters = re.search(r"counters: (.*)", out).group(1)
-    return {k: int(v) for k, v in (item.split("=") for item in counters.split())}
+    found = re.search(r"counters: (.*)", out)
+    assert found is not None, out
+    return {k: int(v) for k, v in (item.split("=") for item in found.group(1).split())}
 
 
-def stop_tunnel(proc: subprocess.Popen) -> dict[str, int]:
+def stop_tunnel(proc: subprocess.Popen[str]) -> dict[str, int]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     return parse_counters(out)
 
 
-def ping(ns: str, target: str, count: int = 3) -> subprocess.CompletedProcess:
+def ping(ns: str, target: str, count: int = 3) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", target], capture_output=True, text=True, timeout=60)
 
 
@@ -67,7 +70,7 @@ print(n, h.hexdigest(), flush=True)
 
 def tcp_transfer(src_ns: str, dst_ns: str, dst: str, size: int = 4 << 20) -> None:
     server = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-c", TCP_SERVER, dst], stdout=subprocess.PIPE, text=True)
-    assert server.stdout.readline().startswith("listening")
+    assert server.stdout is not None and server.stdout.readline().startswith("listening")
     payload = os.urandom(size)
     pyroute_netns.pushns(src_ns)
     try:
@@ -80,13 +83,13 @@ def tcp_transfer(src_ns: str, dst_ns: str, dst: str, size: int = 4 << 20) -> Non
 
 
 @pytest.fixture
-def lab():
+def lab() -> Iterator[tuple[str, str]]:
     with two_namespaces(addresses=(A_UNDERLAY, B_UNDERLAY)) as names:
         yield names
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend: Backend, loop: str) -> None:
+def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab: tuple[str, str], backend: Backend, loop: str) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY, "--backend", backend, "--loop", loop)
@@ -101,7 +104,7 @@ def test_ping_and_a_checked_tcp_transfer_through_the_tunnel(lab, backend: Backen
 
 
 @pytest.mark.parametrize("io", ["stdlib-drain", "stdlib-pipes"])
-def test_stdlib_plumbings_used_by_the_benchmark_work_too(lab, io) -> None:
+def test_stdlib_plumbings_used_by_the_benchmark_work_too(lab: tuple[str, str], io: str) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain", "--io", io)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain", "--io", io)
@@ -162,7 +165,7 @@ def nothing_arrives(sock: socket.socket, within: float) -> bool:
     return False
 
 
-def test_tampered_and_replayed_datagrams_are_rejected(lab) -> None:
+def test_tampered_and_replayed_datagrams_are_rejected(lab: tuple[str, str]) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
@@ -183,7 +186,7 @@ def test_tampered_and_replayed_datagrams_are_rejected(lab) -> None:
     assert counters_b["replayed"] == 1
 
 
-def test_restarting_one_side_recovers(lab) -> None:
+def test_restarting_one_side_recovers(lab: tuple[str, str]) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", KEY)
@@ -199,7 +202,7 @@ def test_restarting_one_side_recovers(lab) -> None:
     assert counters_a["replayed"] == 0 and counters_a["rejected"] == 0
 
 
-def test_wrong_key_gets_nothing_through(lab) -> None:
+def test_wrong_key_gets_nothing_through(lab: tuple[str, str]) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--key", KEY)
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--key", "a5" * 32)
@@ -215,7 +218,7 @@ PLUMBINGS = [("aiouring", "uring"), ("aiouring", "epoll"), ("stdlib-drain", "aut
 
 
 @pytest.mark.parametrize("io,backend", PLUMBINGS)
-def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend: Backend) -> None:
+def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab: tuple[str, str], io: str, backend: Backend) -> None:
     """The TUN interface deleted under a running tunnel (its reads fail with
     EBADFD from then on): the process must not go on as a dead tunnel."""
     a, b = lab
@@ -231,7 +234,7 @@ def test_a_dead_tun_makes_the_process_say_so_and_exit_non_zero(lab, io, backend:
     assert "TUN" in err and "exiting" in err, err
 
 
-def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab) -> None:
+def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_and_counted(lab: tuple[str, str]) -> None:
     """A has --mtu 1480, B 1420: A's 1458-byte packet authenticates at B but
     cannot go into B's TUN; B drops and counts it and stays up."""
     a, b = lab
@@ -247,7 +250,7 @@ def test_a_packet_larger_than_the_local_mtu_from_an_authentic_peer_is_dropped_an
     assert counters_b["oversize"] == 1
 
 
-def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab) -> None:
+def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab: tuple[str, str]) -> None:
     a, b = lab
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, "--plain")
     side_b = start_tunnel(b, B_INNER, A_UNDERLAY, "--plain")
@@ -261,7 +264,7 @@ def test_an_oversize_plain_datagram_from_anyone_is_dropped_and_counted(lab) -> N
     assert counters_b["oversize"] == 1
 
 
-def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab) -> None:
+def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab: tuple[str, str]) -> None:
     """Record one datagram from each of 6 lives of A (each restart is a new
     salt: more than the 4 salts the first design remembered), then replay them
     all to B from another port.  B must refuse and count every one, and keep
@@ -297,7 +300,7 @@ def test_replays_are_refused_whatever_the_salt_history_and_never_roam(lab) -> No
     assert counters_b.get("roamed", 0) == 0
 
 
-def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab) -> None:
+def test_a_side_refuses_its_own_datagrams_sent_back_to_it(lab: tuple[str, str]) -> None:
     """Both directions share the key: B's own datagram, captured on the wire
     and bounced back to B, authenticates.  B must refuse it (and not roam)."""
     a, b = lab
@@ -354,7 +357,7 @@ def hostile_datagrams(plain: bool) -> tuple[list[bytes], int]:
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
-def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, backend: Backend, loop: str, plain) -> None:
+def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab: tuple[str, str], backend: Backend, loop: str, plain: bool) -> None:
     a, b = lab
     auth = ["--plain"] if plain else ["--key", KEY]
     side_a = start_tunnel(a, A_INNER, B_UNDERLAY, *auth, "--backend", backend, "--loop", loop)
@@ -387,7 +390,7 @@ def test_hostile_datagrams_are_dropped_and_counted_and_the_tunnel_stays_up(lab, 
         assert counters_b["rejected"] > 1000, counters_b  # the flood, short of what the socket buffer dropped
 
 
-def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab) -> None:
+def test_stdlib_drain_takes_queued_datagrams_in_bounded_batches(lab: tuple[str, str]) -> None:
     """--io stdlib-drain is the best stdlib recipe on both fds: one wake-up of
     its UDP socket takes up to 64 queued datagrams (asyncio's endpoint takes
     one per callback).  B is stopped while 100 datagrams queue, then resumed."""

@@ -10,12 +10,13 @@ import socket
 import struct
 import subprocess
 import time
+from typing import Any, Iterator
 
 import pytest
 from pyroute2 import netns as pyroute_netns
 
 from support.wg import (
-    A4, A6, B4, B6, INNER, PORT, AiouringWg, Tap, WireguardGo, config_text, genkey, have_tools, lab, nsrun, ping,
+    A4, A6, B4, B6, INNER, PORT, AiouringWg, Lab, Tap, WireguardGo, config_text, genkey, have_tools, lab, nsrun, ping,
     send_udp, tcp_transfer, wait_ping, wait_until,
 )
 from wireguard import crypto, noise
@@ -33,33 +34,34 @@ def no_bad_drops(counters: dict[str, int]) -> dict[str, int]:
 
 
 @pytest.fixture
-def net():
+def net() -> Iterator[Lab]:
     with lab() as names:
         yield names
 
 
 @pytest.fixture
-def keys():
+def keys() -> dict[str, tuple[str, str]]:
     return {"a": genkey(), "b": genkey()}
 
 
 @pytest.fixture
-def procs():
-    started: list = []
+def procs() -> Iterator[list[AiouringWg | WireguardGo]]:
+    started: list[AiouringWg | WireguardGo] = []
     yield started
     for p in reversed(started):
         p.close()
 
 
-def ours(net, keys, procs, *, endpoint: str | None = f"{B4}:{PORT}", env=None, allowed=f"{B_IN4}/32, {B_IN6}/128",
-         extra_peer: dict | None = None, start=True, extra: str = "") -> AiouringWg:
+def ours(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo], *, endpoint: str | None = f"{B4}:{PORT}",
+         env: dict[str, str] | None = None, allowed: str = f"{B_IN4}/32, {B_IN6}/128",
+         extra_peer: dict[str, Any] | None = None, start: bool = True, extra: str = "") -> AiouringWg:
     peer = dict(public=keys["b"][1], endpoint=endpoint, allowed_ips=allowed, **(extra_peer or {}))
     p = AiouringWg(net.a, "a", config_text(keys["a"][0], PORT, [f"{A_IN4}/24", f"{A_IN6}/64"], [peer], extra=extra), env=env)
     procs.append(p)
     return p.start() if start else p
 
 
-def theirs(net, keys, procs, *, endpoint: str | None = None, keepalive: int = 0) -> WireguardGo:
+def theirs(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo], *, endpoint: str | None = None, keepalive: int = 0) -> WireguardGo:
     g = WireguardGo(net.b, "b", keys["b"][0])
     procs.append(g)
     return g.start(peers=[dict(public=keys["a"][1], endpoint=endpoint, allowed_ips=f"{A_IN4}/32,{A_IN6}/128", keepalive=keepalive)])
@@ -83,7 +85,7 @@ def _icmp_echo(src: str, dst: str, kind: int, ident: int, seq: int, data: bytes)
     def checksum(b: bytes) -> int:
         if len(b) % 2:
             b += b"\0"
-        total = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        total: int = sum(struct.unpack(f"!{len(b) // 2}H", b))
         while total >> 16:
             total = (total & 0xFFFF) + (total >> 16)
         return ~total & 0xFFFF
@@ -96,7 +98,7 @@ def _icmp_echo(src: str, dst: str, kind: int, ident: int, seq: int, data: bytes)
     return header + icmp
 
 
-def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_it(net, keys, procs) -> None:
+def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_it(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     """A bare UDP socket plays our side with examples/wireguard's noise module:
     wireguard-go's initiation must pass our mac1 check and decrypt to its
     static key and a current TAI64N timestamp; our response must be taken;
@@ -143,7 +145,7 @@ def test_known_answers_wireguard_go_initiates_and_our_responder_code_completes_i
         sock.close()
 
 
-def test_known_answers_our_initiation_is_taken_by_wireguard_go(net, keys, procs) -> None:
+def test_known_answers_our_initiation_is_taken_by_wireguard_go(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     """Our initiator code against wireguard-go: the response must carry a mac1
     we verify and complete our handshake; data sealed with our derived keys
     must get an answer sealed with theirs."""
@@ -180,7 +182,7 @@ def test_known_answers_our_initiation_is_taken_by_wireguard_go(net, keys, procs)
 # -- the program against wireguard-go ----------------------------------------------------------------
 
 
-def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, procs) -> None:
+def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs)
     assert us.public == keys["a"][1]  # our X25519 public key is wg's
@@ -200,7 +202,7 @@ def test_we_initiate_then_ping_and_tcp_both_ways_over_ipv4_and_ipv6(net, keys, p
     assert no_bad_drops(counters) == {}
 
 
-def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs) -> None:
+def test_wireguard_go_initiates_over_an_ipv6_underlay(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     us = ours(net, keys, procs, endpoint=None)
     with Tap(net.a) as tap:
         go = theirs(net, keys, procs, endpoint=f"[{A6}]:{PORT}")
@@ -219,7 +221,7 @@ def test_wireguard_go_initiates_over_an_ipv6_underlay(net, keys, procs) -> None:
     assert go.latest_handshake() > 0
 
 
-def test_rekey_with_shortened_timers_and_stale_keys_refused(net, keys, procs) -> None:
+def test_rekey_with_shortened_timers_and_stale_keys_refused(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs, env={"AIOURING_WG_REKEY_AFTER_TIME": "1.5", "AIOURING_WG_REKEY_TIMEOUT": "1"})
     with Tap(net.a) as tap:
@@ -242,7 +244,7 @@ def test_rekey_with_shortened_timers_and_stale_keys_refused(net, keys, procs) ->
     assert no_bad_drops(us.stop()).keys() <= {"unknown_index"}
 
 
-def test_restarting_either_side_recovers(net, keys, procs) -> None:
+def test_restarting_either_side_recovers(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     fast = {"AIOURING_WG_KEEPALIVE_TIMEOUT": "1", "AIOURING_WG_REKEY_TIMEOUT": "1"}
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs, env=fast)
@@ -260,7 +262,7 @@ def test_restarting_either_side_recovers(net, keys, procs) -> None:
     assert no_bad_drops(us.stop()).keys() <= {"unknown_index"}
 
 
-def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net, keys, procs) -> None:
+def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     go = theirs(net, keys, procs)
     us = ours(net, keys, procs)
     with Tap(net.a) as tap:
@@ -284,7 +286,7 @@ def test_replayed_damaged_forged_and_stray_packets_are_dropped_and_counted(net, 
     assert "3 received" in ping(net.a, B_IN4).stdout  # the tunnel is unharmed
 
 
-def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(net, keys, procs) -> None:
+def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     us = ours(net, keys, procs, endpoint=None, env={"AIOURING_WG_UNDER_LOAD": "0"})
     theirs(net, keys, procs, endpoint=f"{A4}:{PORT}")
     wait_ping(net.b, A_IN4, timeout=25)  # wireguard-go retries after its REKEY_TIMEOUT (5 s)
@@ -294,7 +296,7 @@ def test_under_load_we_answer_with_a_cookie_and_wireguard_go_retries_with_mac2(n
     assert no_bad_drops(counters) == {}
 
 
-def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs) -> None:
+def test_a_wg_quick_full_tunnel_config_works_unchanged(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     """AllowedIPs = 0.0.0.0/0, ::/0: wg-quick's policy routing (fwmark on our
     socket, a table of its own, suppress_prefixlength 0 on main); the
     underlay keeps working and the rules go away on exit."""
@@ -319,7 +321,7 @@ def test_a_wg_quick_full_tunnel_config_works_unchanged(net, keys, procs) -> None
     assert "51820" not in nsrun(net.a, "ip", "-6", "rule").stdout
 
 
-def test_two_wireguard_go_peers_routed_by_allowed_ips_and_held_to_their_sources(net, keys, procs) -> None:
+def test_two_wireguard_go_peers_routed_by_allowed_ips_and_held_to_their_sources(net: Lab, keys: dict[str, tuple[str, str]], procs: list[AiouringWg | WireguardGo]) -> None:
     """Two wireguard-go peers in B's namespace (ports 51820 and 51821, inner
     10.60.0.2 and 10.61.0.2): we pick the peer by destination, and a packet
     from peer 1 carrying peer 2's address is dropped as disallowed_source."""

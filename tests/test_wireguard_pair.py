@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from support.wg import A4, A6, B4, B6, INNER, PORT, AiouringWg, config_text, genkey, have_tools, lab, ping, tcp_transfer, wait_ping
+from support.wg import A4, A6, B4, B6, INNER, PORT, AiouringWg, Lab, config_text, genkey, have_tools, lab, ping, tcp_transfer, wait_ping
 from aiouring import Backend
-from typing import Any, Callable
+from typing import Iterator
 
 pytestmark = pytest.mark.skipif(have_tools() is not None, reason=have_tools() or "")
 
@@ -20,20 +20,21 @@ B_IN4, B_IN6 = INNER["b"]
 
 
 @pytest.fixture
-def net():
+def net() -> Iterator[Lab]:
     with lab() as names:
         yield names
 
 
 @pytest.fixture
-def procs():
-    started: list = []
+def procs() -> Iterator[list[AiouringWg]]:
+    started: list[AiouringWg] = []
     yield started
     for p in reversed(started):
         p.close()
 
 
-def peer(ns, side, keys, procs, *, endpoint: Callable[..., Any]=None, keepalive=0, env=None, args=()):
+def peer(ns: str, side: str, keys: dict[str, tuple[str, str]], procs: list[AiouringWg], *, endpoint: str | None = None,
+         keepalive: int = 0, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> AiouringWg:
     other = "b" if side == "a" else "a"
     o4, o6 = INNER[other]
     s4, s6 = INNER[side]
@@ -45,7 +46,7 @@ def peer(ns, side, keys, procs, *, endpoint: Callable[..., Any]=None, keepalive=
 
 
 @pytest.mark.parametrize("loop, backend", [("asyncio", "uring"), ("uvloop", "uring"), ("asyncio", "epoll")])
-def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, loop: str, backend: Backend) -> None:
+def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net: Lab, procs: list[AiouringWg], loop: str, backend: Backend) -> None:
     keys = {"a": genkey(), "b": genkey()}
     args = ("--loop", loop, "--backend", backend)
     a = peer(net.a, "a", keys, procs, endpoint=f"[{B6}]:{PORT}", args=args)
@@ -61,7 +62,7 @@ def test_two_aiouring_peers_carry_ping_and_tcp_over_ipv4_and_ipv6(net, procs, lo
     assert ca["sent_data"] > 10000 and cb["received_data"] > 10000
 
 
-def test_persistent_keepalive_brings_the_session_up_unasked(net, procs) -> None:
+def test_persistent_keepalive_brings_the_session_up_unasked(net: Lab, procs: list[AiouringWg]) -> None:
     keys = {"a": genkey(), "b": genkey()}
     b = peer(net.b, "b", keys, procs)
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", keepalive=1)
@@ -72,7 +73,7 @@ def test_persistent_keepalive_brings_the_session_up_unasked(net, procs) -> None:
     assert not os.path.exists(f"/var/run/wireguard/{a.name}.sock")
 
 
-def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs) -> None:
+def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net: Lab, procs: list[AiouringWg]) -> None:
     keys = {"a": genkey(), "b": genkey()}
     b = peer(net.b, "b", keys, procs, env={"AIOURING_WG_UNDER_LOAD": "0"})
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", env={"AIOURING_WG_REKEY_TIMEOUT": "0.5"})
@@ -83,7 +84,7 @@ def test_our_initiator_takes_a_cookie_from_our_responder_under_load(net, procs) 
     assert cb["handshakes_completed"] >= 1
 
 
-def test_restarts_and_sigterm_under_traffic(net, procs) -> None:
+def test_restarts_and_sigterm_under_traffic(net: Lab, procs: list[AiouringWg]) -> None:
     keys = {"a": genkey(), "b": genkey()}
     fast = {"AIOURING_WG_KEEPALIVE_TIMEOUT": "1", "AIOURING_WG_REKEY_TIMEOUT": "1"}
     a = peer(net.a, "a", keys, procs, endpoint=f"{B4}:{PORT}", env=fast)
