@@ -1182,6 +1182,14 @@ int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
                 out_plain(one, &one->out[0], kind, flags & AIOU_EMIT_VNET, data + off, lens[m],
                           addrs ? addrs + aoff : NULL, kind == AIOU_KIND_DATAGRAM ? addrlens[m] : 0, &iov_used);
                 again = send_output(fd, kind, &one->out[0]);
+                if (again == -EAGAIN && kind == AIOU_KIND_DATAGRAM) {
+                    /* the socket filled up while resending: this datagram
+                     * and the rest wait for it, as after a plain EAGAIN */
+                    free(one);
+                    free(b);
+                    return (int)m;
+                }
+                (*writes)++;
                 if (again < 0) {
                     errs[m] = (int)again;
                     (*nerr)++;
