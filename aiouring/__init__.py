@@ -2,6 +2,7 @@
 
 Public names live here and nowhere else.
 """
+from ._version import __version__ as __version__
 from .backends import BACKENDS, get_ring, open_ring
 from .device import LinkCounters, Route, TunDevice
 from .errors import ClosedError, UnsupportedError
