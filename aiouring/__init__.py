@@ -2,6 +2,7 @@
 
 Public names live here and nowhere else.
 """
+from ._version import __version__ as __version__
 from .backends import BACKENDS, Backend, get_ring, open_ring
 from .device import LinkCounters, Mode, Route, TunDevice
 from .errors import ClosedError, UnsupportedError

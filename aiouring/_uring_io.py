@@ -246,8 +246,10 @@ class UringSink(SinkBase):
             self.refused(res, seg)
             batch.again.extend(members)  # sent again one by one when the batch is done
         elif res == -errno.EAGAIN and datagrams:
-            batch.again.extend(members)  # a non-blocking socket with a full send buffer
+            batch.again.extend(members)  # a full send buffer (the sends are MSG_DONTWAIT)
             batch.full = True
+        elif res == -errno.ECANCELED and datagrams and not self.closed:
+            batch.again.extend(members)  # linked after a send that failed: sent again, in order
         elif not self.closed or res != -errno.ECANCELED:
             for m in members:
                 self._error(oserror(res, "sendmsg" if datagrams else f"write to fd {self.fd}"), batch.data[m])

@@ -22,7 +22,7 @@ with --quick).
 
 The contenders are data (CONTENDERS below): one line per row.  A spec's
 "args" are extra command-line arguments for the contender's processes (e.g.
-``"args": ["--offload", "off"]`` for the example once it has that flag).
+``"args": ["--offload", "off"]`` for the example with offloads off).
 """
 from __future__ import annotations
 
@@ -64,10 +64,12 @@ CONTENDERS: list[tuple[str, dict]] = [
     (BASELINE, {"kind": "wireguard", "binary": "upstream"}),
     ("wireguard-go Debian (no offloads)", {"kind": "wireguard", "binary": "debian"}),
     ("aiouring tunnel, encrypted", {"kind": "example", "io": "aiouring", "plain": False}),
+    ("aiouring tunnel, encrypted, offloads off", {"kind": "example", "io": "aiouring", "plain": False, "args": ["--offload", "off"]}),
     ("aiouring tunnel (epoll), encrypted", {"kind": "example", "io": "aiouring", "plain": False, "backend": "epoll"}),
     ("stdlib drain tunnel, encrypted", {"kind": "example", "io": "stdlib-drain", "plain": False}),
     ("stdlib pipes tunnel, encrypted", {"kind": "example", "io": "stdlib-pipes", "plain": False}),
     ("aiouring tunnel, plain", {"kind": "example", "io": "aiouring", "plain": True}),
+    ("aiouring tunnel, plain, offloads off", {"kind": "example", "io": "aiouring", "plain": True, "args": ["--offload", "off"]}),
     ("aiouring tunnel (epoll), plain", {"kind": "example", "io": "aiouring", "plain": True, "backend": "epoll"}),
     ("stdlib drain tunnel, plain", {"kind": "example", "io": "stdlib-drain", "plain": True}),
     ("stdlib pipes tunnel, plain", {"kind": "example", "io": "stdlib-pipes", "plain": True}),

@@ -57,7 +57,7 @@ def upstream_binary(path: str | None) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def start(kind: str, ns: str, side: str, keys: dict, peer_underlay: str | None, binary: str | None, loop: str) -> object:
+def start(kind: str, ns: str, side: str, keys: dict, peer_underlay: str | None, binary: str | None, loop: str, extra: tuple[str, ...] = ()) -> object:
     other = "b" if side == "a" else "a"
     o4, o6 = INNER[other]
     s4, s6 = INNER[side]
@@ -65,7 +65,7 @@ def start(kind: str, ns: str, side: str, keys: dict, peer_underlay: str | None, 
     if kind == "aiouring":
         conf = config_text(keys[side][0], PORT, [f"{s4}/24", f"{s6}/64"],
                            [dict(public=keys[other][1], endpoint=endpoint, allowed_ips=f"{o4}/32, {o6}/128")])
-        return AiouringWg(ns, side, conf, args=("--loop", loop)).start()
+        return AiouringWg(ns, side, conf, args=("--loop", loop, *extra)).start()
     g = WireguardGo(ns, side, keys[side][0], binary=binary)
     return g.start(peers=[dict(public=keys[other][1], endpoint=endpoint, allowed_ips=f"{o4}/32,{o6}/128")])
 
@@ -105,8 +105,9 @@ def measure(spec: dict, a: str, b: str, args: argparse.Namespace, binaries: dict
     procs: list = []
     result: dict = {"ab": None, "ba": None, "p50": None, "p99": None, "errors": []}
     try:
-        procs.append(start(spec["a"], a, "a", keys, B4, binaries.get(spec["a"]), args.loop))
-        procs.append(start(spec["b"], b, "b", keys, A4, binaries.get(spec["b"]), args.loop))
+        extra = tuple(spec.get("args", ()))
+        procs.append(start(spec["a"], a, "a", keys, B4, binaries.get(spec["a"]), args.loop, extra))
+        procs.append(start(spec["b"], b, "b", keys, A4, binaries.get(spec["b"]), args.loop, extra))
         wait_ping(a, B_IN4, timeout=15)  # the handshake is done: clocks start at the first packet
         for key, reverse in (("ab", False), ("ba", True)):
             try:
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     binaries = {"upstream": upstream_binary(args.wireguard_go), "aiouring": None}
     contenders = [
         ("aiouring pair", {"a": "aiouring", "b": "aiouring"}),
+        ("aiouring pair, offloads off", {"a": "aiouring", "b": "aiouring", "args": ["--offload", "off"]}),
         ("aiouring <-> wireguard-go", {"a": "aiouring", "b": "upstream"}),
         ("wireguard-go pair", {"a": "upstream", "b": "upstream"}),
     ]

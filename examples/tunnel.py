@@ -227,6 +227,8 @@ class Tunnel:
     anyway (``connection_lost`` before we closed it), ``failed`` gets the
     reason and ``run`` exits non-zero, so a dead tunnel never looks alive."""
 
+    transports: dict[str, Any]  # the aiouring plumbing's transports, set by open_tunnel
+
     def __init__(self, key: bytes | None, peer: Any, mtu: int, address: str) -> None:
         self.sealer = Sealer(key, address, mtu)
         self.stats = self.sealer.stats
@@ -285,6 +287,9 @@ class Tunnel:
             close()
 
 
+_OFFLOAD: dict[str, aiouring.Offload] = {"auto": "auto", "on": True, "off": False}
+
+
 async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunnel, str]:
     """Bring up both sides.  The UDP endpoint comes first: the TUN starts
     delivering packets (the kernel's own IPv6 ones at least) the moment it is
@@ -300,13 +305,18 @@ async def open_tunnel(args: argparse.Namespace, key: bytes | None) -> tuple[Tunn
             udp_t, _ = await aiouring.create_datagram_endpoint(
                 lambda: UdpSide(tunnel), local_addr=listen, backend=args.backend,
                 max_datagram_size=mtu + OVERHEAD + 64, receive_buffers=1024,
+                gso=_OFFLOAD[args.offload], gro=_OFFLOAD[args.offload],
             )
             tunnel.closers.append(udp_t.close)
             _big_buffers(udp_t.get_extra_info("socket"))
             tunnel.udp = udp_t
-            tun_t, _ = await aiouring.create_tun_connection(lambda: TunSide(tunnel), args.name, addresses=[args.address], mtu=mtu, backend=args.backend)
+            tun_t, _ = await aiouring.create_tun_connection(
+                lambda: TunSide(tunnel), args.name, addresses=[args.address], mtu=mtu, backend=args.backend,
+                offload=_OFFLOAD[args.offload],
+            )
             tunnel.closers.insert(0, tun_t.close)
             tunnel.tun_write = tun_t.write
+            tunnel.transports = {"tun": tun_t, "udp": udp_t}
             return tunnel, tun_t.get_extra_info("name")
         if args.io == "stdlib-drain":
             tunnel.udp = DrainUdp(tunnel, listen)
@@ -484,12 +494,16 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     await asyncio.sleep(0)  # let connection_made and any immediate failure run before saying ready
     if not tunnel.failed.done():
-        print(f"ready: {name} {args.address} <-> {args.peer or 'any peer'} over UDP {args.listen} ({mode}, io={args.io})", flush=True)
+        print(f"ready: {name} {args.address} <-> {args.peer or 'any peer'} over UDP {args.listen} ({mode}, io={args.io}, offload={args.offload})", flush=True)
     done, _ = await asyncio.wait([stop, tunnel.failed], timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
     failure = tunnel.failed.result() if tunnel.failed.done() else None
     tunnel.close()
     await asyncio.sleep(0.05)
-    print("counters: " + " ".join(f"{k}={v}" for k, v in tunnel.stats.items()), flush=True)
+    calls = {}  # the kernel's reads and writes: far fewer than packets with offloads
+    for kind, transport in getattr(tunnel, "transports", {}).items():
+        io = transport.get_extra_info("stats")
+        calls.update({f"{kind}_reads": io.reads, f"{kind}_writes": io.writes})
+    print("counters: " + " ".join(f"{k}={v}" for k, v in {**tunnel.stats, **calls}.items()), flush=True)
     if failure is not None:
         print(f"tunnel.py: {failure}; exiting", file=sys.stderr, flush=True)
         return 1
@@ -508,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="TUN interface name")
     parser.add_argument("--io", default="aiouring", choices=["aiouring", "stdlib-drain", "stdlib-pipes"])
     parser.add_argument("--backend", default="auto", choices=aiouring.BACKENDS)
+    parser.add_argument(
+        "--offload", default="auto", choices=["auto", "on", "off"],
+        help="TUN super-packets and UDP GSO/GRO: auto (where the kernel takes them), on (or fail), off",
+    )
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--duration", type=float, default=None)
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Everything a fresh Debian machine needs to build, test and demo aiouring:
 # system packages (as root, only those missing), a virtualenv in .venv, and
-# the package installed into it with its test and benchmark extras.
+# the package installed into it with its test and benchmark extras (the test
+# extra brings Sphinx and build: the suite builds the docs and the sdist/wheel).
 # Idempotent: a second run installs nothing and rebuilds only when sources changed.
 set -eu
 cd "$(dirname "$0")/.."
@@ -43,7 +44,8 @@ fi
 
 # Reinstall only when the package's build inputs changed since the last install.
 stamp="$VENV/.aiouring-installed"
-inputs="$(cat pyproject.toml setup.py aiouring/_native/*.c aiouring/_native/*.h aiouring/_native/build.py | sha256sum | cut -d' ' -f1)"
+# (_version.py: the installed metadata carries the version, so a bump reinstalls)
+inputs="$(cat pyproject.toml setup.py aiouring/_version.py aiouring/_native/*.c aiouring/_native/*.h aiouring/_native/build.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] || ! "$VENV/bin/python" -c 'import aiouring._native._uring' >/dev/null 2>&1; then
     log="$VENV/install.log"
     echo "aiouring setup: installing the package and its test extras into $VENV"

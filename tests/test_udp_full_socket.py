@@ -70,21 +70,9 @@ async def test_datagrams_meeting_a_full_socket_are_sent_when_it_drains_then_clos
     await asyncio.wait_for(protocol.lost, 5)
 
 
-UNORDERED = (
-    "io_uring parks each sendmsg that meets a full socket in its own internal poll and "
-    "retries them when the socket drains, last parked first (the socket's wait queue), "
-    "so a batch behind a full socket leaves in reverse and EAGAIN never reaches "
-    "UringSink.batch_failed.  Needed in the C data path (aiou_emit, helpers.c): chain the "
-    "datagram sendmsg SQEs of one sink with IOSQE_IO_LINK so each starts when the one "
-    "before it completed (and have UringSink.batch_failed requeue, in order, the ones "
-    "that complete -ECANCELED after a failed link, reporting only the failed one), or "
-    "send with MSG_DONTWAIT and linked so EAGAIN reaches the existing requeue path"
-)
 
 
-@pytest.mark.parametrize(
-    "kind", ["asyncio-stdlib", pytest.param("uring", marks=pytest.mark.xfail(strict=True, reason=UNORDERED)), "epoll"]
-)
+@pytest.mark.parametrize("kind", KINDS)
 async def test_datagrams_behind_a_full_socket_keep_their_order(kind: str, link: HeldLink) -> None:
     """Items 4 and 30: what waits for a full socket leaves in the order of the sendto() calls."""
     receiver = link.receiver_socket()

@@ -15,11 +15,10 @@ from ..errors import UnsupportedError, check
 
 try:
     from ._uring import ffi, lib
-except ImportError as exc:  # pragma: no cover - a broken install
-    raise ImportError(
-        "aiouring's native module is not built; reinstall with liburing-dev present "
-        "(apt-get install liburing-dev; pip install .)"
-    ) from exc
+except ImportError as exc:  # not built here, or liburing.so.2 missing: say what fixes it
+    from ._unbuilt import explain
+
+    raise ImportError(explain(exc), name="aiouring._native._uring") from exc
 if TYPE_CHECKING:
     from ._uring import Ring as _CRing
 

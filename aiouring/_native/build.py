@@ -1,11 +1,11 @@
 """cffi build script for aiouring's native module (API mode, against liburing).
 
 Declarative on purpose: the cdef is `cdef.h` plus `cdef_offload.h`, the C is
-`helpers.c` and `offload.c`; this file only wires them together and stops
-with a useful message when liburing's headers are missing.
+`helpers.c` and `offload.c`; this file only wires them together.  cffi runs
+it for every setup.py command, an sdist included, so it needs no liburing:
+setup.py's build_ext checks for the headers before compiling.
 """
 import os
-import sys
 
 from cffi import FFI
 
@@ -16,18 +16,6 @@ def _read(name: str) -> str:
     with open(os.path.join(HERE, name), encoding="utf-8") as f:
         return f.read()
 
-
-def _check_liburing() -> None:
-    dirs = ["/usr/include", "/usr/local/include"] + os.environ.get("CPATH", "").split(":")
-    if not any(d and os.path.exists(os.path.join(d, "liburing.h")) for d in dirs):
-        sys.exit(
-            "aiouring: liburing's headers (liburing.h) were not found.\n"
-            "On Debian/Ubuntu install them with:  apt-get install liburing-dev\n"
-            "(sh scripts/setup.sh does this for you)."
-        )
-
-
-_check_liburing()
 
 ffibuilder = FFI()
 ffibuilder.cdef(_read("cdef.h") + "\n" + _read("cdef_offload.h"))

@@ -511,7 +511,10 @@ static int build_outputs(struct aiou_batch *b, unsigned kind, unsigned flags, un
 static void prep_output(struct io_uring_sqe *sqe, int fd, unsigned kind, struct aiou_out *o)
 {
     if (kind == AIOU_KIND_DATAGRAM)
-        io_uring_prep_sendmsg(sqe, fd, &o->msg, 0);
+        /* MSG_DONTWAIT: a full socket completes with -EAGAIN (the sink waits
+         * for POLLOUT and sends again, in order) instead of being parked in
+         * io_uring's internal poll, which retries parked sends last first */
+        io_uring_prep_sendmsg(sqe, fd, &o->msg, MSG_DONTWAIT);
     else if (o->niov == 1)
         io_uring_prep_write(sqe, fd, o->iov[0].iov_base, (unsigned)o->iov[0].iov_len, (__u64)-1);
     else
@@ -524,6 +527,7 @@ int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
               uint32_t *slot, unsigned *planned)
 {
     struct aiou_batch *b;
+    struct io_uring_sqe *prev = NULL;
     unsigned i;
     int nout, ret;
 
@@ -553,10 +557,19 @@ int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
     r->live_batches++;
     for (i = 0; i < (unsigned)nout; i++) {
         int err = 0;
+        unsigned long long submits = r->submit_calls;
         struct io_uring_sqe *sqe = get_sqe(r, &err);
 
         if (!sqe)
             break;  /* the SQ could not be drained: the caller takes the rest back */
+        /* Datagrams of one batch are linked, each starting once the one
+         * before completed: after a failure (a full socket, a refused GSO
+         * send) the rest complete -ECANCELED and are sent again, in order.
+         * A link is set on the previous SQE only while it is still ours
+         * (get_sqe may have submitted it to make room). */
+        if (kind == AIOU_KIND_DATAGRAM && prev && r->submit_calls == submits)
+            prev->flags |= IOSQE_IO_LINK;
+        prev = sqe;
         prep_output(sqe, fd, kind, &b->out[i]);
         sqe->user_data = ((uint64_t)AIOU_TAG_BATCH << AIOU_UD_ID_BITS) | ((uint64_t)b->slot << 16) | i;
         b->refs++;
@@ -1182,6 +1195,14 @@ int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
                 out_plain(one, &one->out[0], kind, flags & AIOU_EMIT_VNET, data + off, lens[m],
                           addrs ? addrs + aoff : NULL, kind == AIOU_KIND_DATAGRAM ? addrlens[m] : 0, &iov_used);
                 again = send_output(fd, kind, &one->out[0]);
+                if (again == -EAGAIN && kind == AIOU_KIND_DATAGRAM) {
+                    /* the socket filled up while resending: this datagram
+                     * and the rest wait for it, as after a plain EAGAIN */
+                    free(one);
+                    free(b);
+                    return (int)m;
+                }
+                (*writes)++;
                 if (again < 0) {
                     errs[m] = (int)again;
                     (*nerr)++;

@@ -131,10 +131,11 @@ def show_endpoint(addr: Any) -> str:
 class Interface:
     """The device with its TUN, socket, routes and timer task."""
 
-    def __init__(self, config: Config, name: str, backend: aiouring.Backend) -> None:
+    def __init__(self, config: Config, name: str, backend: aiouring.Backend, offload: aiouring.Offload = "auto") -> None:
         self.config = config
         self.name = name
         self.backend = backend
+        self.offload = offload
         self.mtu = config.mtu or DEFAULT_MTU
         self.device = Device(config.private_key, mtu=self.mtu)
         self.tun: Any = None
@@ -158,6 +159,7 @@ class Interface:
             self.udp, _ = await aiouring.create_datagram_endpoint(
                 lambda: UdpSide(device), sock=sock, backend=self.backend,
                 max_datagram_size=max(self.mtu, 1500) + K.KEEPALIVE_SIZE + K.PADDING, receive_buffers=1024,
+                gso=self.offload, gro=self.offload,
             )
         except BaseException:
             sock.close()
@@ -168,7 +170,7 @@ class Interface:
         device.send = self.udp.sendto
         self.tun, _ = await aiouring.create_tun_connection(
             lambda: TunSide(device), self.name, addresses=[str(a) for a in config.addresses], mtu=self.mtu,
-            backend=self.backend,
+            backend=self.backend, offload=self.offload,
         )
         self.tun.set_write_buffer_limits(high=4 << 20)
         self.udp.set_write_buffer_limits(high=4 << 20)
@@ -232,7 +234,8 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     if config.save_config:
         print("note: SaveConfig is ignored", file=sys.stderr, flush=True)
-    interface = Interface(config, name, args.backend)
+    offloads: dict[str, aiouring.Offload] = {"auto": "auto", "on": True, "off": False}
+    interface = Interface(config, name, args.backend, offloads[args.offload])
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interface", "-i", default=None, help="interface name (default: the config file's name)")
     parser.add_argument("--backend", default="auto", choices=aiouring.BACKENDS)
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--offload", default="auto", choices=["auto", "on", "off"],
+                        help="TUN super-packets and UDP GSO/GRO: auto (where the kernel takes them), on (or fail), off")
     args = parser.parse_args(argv)
     if args.loop == "uvloop":
         import uvloop
