@@ -44,12 +44,9 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Mode = Literal["tun", "tap"]
 # What the device arguments take: one address ("10.0.0.1/24", "fd00::1/64",
 # an ipaddress interface, or an address taken as a host) or any iterable of
-# them; one route (a destination like "10.9.0.0/16", an ipaddress network,
-# a Route) or any iterable of them.  None is none.
+# them (and, after Route below, the same for routes).  None is none.
 AddressArg = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Addresses = Union[AddressArg, Iterable[AddressArg], None]
-RouteArg = Union[str, ipaddress.IPv4Network, ipaddress.IPv6Network, "Route"]
-Routes = Union[RouteArg, Iterable[RouteArg], None]
 
 MIN_MTU = 68  # the IPv4 minimum (RFC 791); a device may refuse more (the kernel says)
 MAX_MTU = 65535
@@ -237,6 +234,11 @@ class Route:
         if self.table is not None:
             out += f" table {self.table}"
         return out
+
+
+# one route (a destination like "10.9.0.0/16", an ipaddress network, a Route) or any iterable of them
+RouteArg = Union[str, ipaddress.IPv4Network, ipaddress.IPv6Network, Route]
+Routes = Union[RouteArg, Iterable[RouteArg], None]
 
 
 def parse_route(value: Any) -> Route:

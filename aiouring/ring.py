@@ -22,7 +22,7 @@ import asyncio
 import socket
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Self, Sequence
+from typing import Any, Callable, ClassVar, Literal, Self, Sequence
 
 from . import _validate as check
 from ._engine import EngineBase, UringEngine, loop_for
@@ -30,11 +30,9 @@ from ._native import EMIT_GRO_TCP, EMIT_GRO_UDP, EMIT_GSO, EMIT_VNET, KIND_DATAG
 from ._ops import OnLate, ReadinessOps, UringOps
 from ._readiness import ReadinessEngine
 from ._readiness_io import ReadinessDatagramSource, ReadinessPacketSource, ReadinessSink
+from ._typing import Buffer
 from ._uring_io import UringDatagramSource, UringPacketSource, UringSink
 from .packet_io import DatagramSink, OnDatagrams, OnError, OnPackets, OnProgress, OnStopped, PacketSink, PacketSource, SinkBase
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
 
 __all__ = ["ReadinessRing", "Ring", "RingBase", "ReadMode", "SetupMode", "live_rings"]
 

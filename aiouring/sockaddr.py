@@ -21,17 +21,16 @@ import operator
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
-if TYPE_CHECKING:
-    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
+from ._typing import Buffer
 
 __all__ = ["Address", "HostPort", "from_sockaddr", "to_sockaddr"]
 
 # A destination for sendto: (host, port), (host, port, flowinfo, scope_id)
 # for AF_INET6, or an AF_UNIX path (str, or bytes-like for the abstract
 # namespace); what socket.sendto takes.
-Address = Union[tuple[Any, ...], str, "Buffer"]
+Address = Union[tuple[Any, ...], str, Buffer]
 # An endpoint's local or remote address before resolution: (host, port) as
 # loop.getaddrinfo takes them (host None: the wildcard), or an AF_UNIX path.
 HostPort = Union[tuple[Union[str, bytes, None], Union[int, str, bytes, None]], str]

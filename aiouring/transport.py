@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import struct
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, TypeVar, Union
+from typing import Any, Callable, Iterable, Literal, TypeVar, Union
 
 from . import offload as _offload
 from ._native.offload import checksum
@@ -17,9 +17,7 @@ from .errors import ClosedError
 from .protocol import TunProtocol
 from .ring import ReadMode
 from ._transport_base import RingTransportBase, State
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
+from ._typing import Buffer
 
 __all__ = ["Offload", "TunTransport", "create_tun_connection"]
 

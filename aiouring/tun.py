@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, cast
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, cast
 
 from .backends import AnyRing, Backend
 from .device import FdOrFile, Mode, TunDevice
@@ -17,9 +17,7 @@ from .protocol import PacketQueueProtocol
 from .ring import ReadMode
 from .transport import Offload, TunTransport, create_tun_connection
 from ._transport_base import TransportStats
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer  # collections.abc.Buffer from 3.12: any bytes-like object
+from ._typing import Buffer
 
 __all__ = ["Tun", "open_tun"]
 

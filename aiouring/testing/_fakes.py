@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Literal, NamedTuple, Protocol, TypeVar
 
 from .. import _validate as check
 from ..device import Mode, TunDevice, validate_ifname
@@ -14,10 +14,8 @@ from ..protocol import PacketQueueProtocol
 from ..ring import Ring
 from ..transport import TunTransport, create_tun_connection
 from ..tun import Tun
+from ..udp import DatagramTransport
 from ._kernel import FakeDevice, FakeKernel, FakeOp, _errno
-
-if TYPE_CHECKING:
-    from ..udp import DatagramTransport
 
 __all__ = ["FakePeer", "FakeRing", "FakeTun", "FakeTunConnector", "fake_datagram_endpoint", "fake_tun", "fake_tun_connection"]
 
