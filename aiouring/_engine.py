@@ -111,10 +111,18 @@ class EngineBase:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.thread = threading.get_ident()
+        self.pid = os.getpid()
         self.closed = False
         self.closing = False
         self._flush_handle: asyncio.Handle | None = None
         self._dirty: list[Emitter] = []
+
+    @property
+    def forked(self) -> bool:
+        """This is a child of the process that made the engine: the kernel
+        objects and the loop's epoll are shared with the parent, so closing
+        may only let go of this process's copies."""
+        return os.getpid() != self.pid
 
     # -- used by ops and packet I/O --------------------------------------------
 
@@ -377,6 +385,14 @@ class UringEngine(EngineBase):
         their memory, stop watching the eventfd and free the ring.  Works with
         the loop closed too.  Idempotent; never hangs."""
         if self.closed or self.closing:
+            return
+        if self.forked:
+            # cancelling or unregistering would act on the parent's ring, and
+            # remove_reader on the parent's epoll: only this copy goes
+            self.closed = True
+            self.kernel.forget()
+            self._ops = {}
+            self._batches = {}
             return
         self.closing = True
         try:

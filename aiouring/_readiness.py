@@ -158,6 +158,14 @@ class ReadinessEngine(EngineBase):
         if self.closed:
             return
         self.closed = True
+        if self.forked:
+            # the loop's epoll is the parent's too: forget, do not unwatch
+            if self._nest is not None:
+                self._nest.close()
+                self._nest = None
+            self._waiting.clear()
+            self._members = set()
+            return
         self._drop_dirty()
         loop_open = not self.loop.is_closed()
         for key, waiters in list(self._waiting.items()):

@@ -216,7 +216,7 @@ class RingBase:
         engine = getattr(self, "_engine", None)
         if engine is None or engine.closed:
             return  # never opened, or closed
-        if self._warn_on_gc:
+        if self._warn_on_gc and not engine.forked:  # a child of fork() lets go of its copy quietly
             _warn(f"unclosed {self!r}", ResourceWarning, source=self)
         engine.close()
 

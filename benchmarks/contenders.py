@@ -6,7 +6,12 @@ runs contender NAME on event loop LOOP (asyncio or uvloop) against the TUN
 already open as FD and prints one JSON line:
 {"packets": n, "seconds": wall, "cpu": cpu seconds of this process}, all
 three measured inside the window only, or {"skipped": reason} for a
-contender this build of aiouring cannot run.
+contender this build of aiouring cannot run.  The Transport contenders add
+the kernel calls they made inside the window (``reads``, ``writes``,
+``packets_received``, ``packets_sent`` from ``get_extra_info("stats")``, and
+``reads_per_packet``/``writes_per_packet``), and ``kernel``: the device's
+own rx/tx packet counts (``TunDevice.kernel_counters()``) over the whole run,
+set-up included, against the packets the transport moved in the same span.
 
 The window: everything a contender needs (imports, the ring, the transport,
 the first 64 writes of a bounce) is set up before it.  It opens when the
@@ -14,6 +19,13 @@ first packet is read back (bounce, read) or the first one is written
 (write), and closes SECONDS later; packets and CPU time
 (``time.process_time``, all threads) are the differences between the two
 edges, so set-up and teardown never count.
+
+"aiouring-offload" is the Transport with TUN offloads (``offload=True``) on
+a device opened with ``IFF_VNET_HDR`` and TSO/USO on (run.py hands it its
+own device and its own addresses): the equal-size UDP packets of one flow
+written in one loop iteration leave as one USO super-packet, the kernel
+forwards it unsegmented, and the read brings it back whole, split by the
+library; ``count`` is in packets (segments), as the protocol sees them.
 
 MODE "bounce": keep 64 packets in flight; every packet read back is answered
 with one fresh write of PACKET (the kernel forwards it back out the TUN).
@@ -51,6 +63,8 @@ class Window:
         self.result: dict | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._count0 = 0
+        self.stats: Callable[[], Any] | None = None  # a transport's get_extra_info("stats"), snapshot at the edges
+        self._stats0: Any = None
 
     def open(self) -> None:
         if self.is_open or self.result is not None:
@@ -58,6 +72,7 @@ class Window:
         self.is_open = True
         self._count0 = self.count
         self.t0, self.cpu0 = time.monotonic(), time.process_time()
+        self._stats0 = self.stats() if self.stats is not None else None
         asyncio.get_running_loop().call_later(self.seconds, self.close)
 
     def close(self) -> None:
@@ -65,6 +80,8 @@ class Window:
             return
         self.is_open = False
         self.result = {"packets": self.count - self._count0, "seconds": time.monotonic() - self.t0, "cpu": time.process_time() - self.cpu0}
+        if self._stats0 is not None and self.stats is not None:
+            self.result.update(calls_per_packet(self._stats0, self.stats()))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -78,10 +95,44 @@ class Window:
         await self.closed
 
 
+def calls_per_packet(before: Any, after: Any) -> dict:
+    """Kernel reads and writes per packet between two ``TransportStats``."""
+    d = {k: getattr(after, k) - getattr(before, k) for k in ("reads", "writes", "packets_received", "packets_sent")}
+    d["reads_per_packet"] = d["reads"] / d["packets_received"] if d["packets_received"] else None
+    d["writes_per_packet"] = d["writes"] / d["packets_sent"] if d["packets_sent"] else None
+    return d
+
+
+async def kernel_span(transport: Any) -> tuple[Any, Any] | str:
+    """The device's kernel counters and the transport's stats, taken
+    together, or why the counters could not be read (a side measurement:
+    it never fails the run)."""
+    try:
+        counters = await transport.get_extra_info("device").kernel_counters()
+    except OSError as exc:
+        return f"kernel_counters: {exc}"
+    return counters, transport.get_extra_info("stats")
+
+
+def kernel_per_packet(start: tuple[Any, Any] | str, end: tuple[Any, Any] | str) -> dict:
+    """What the kernel counted on the device against what the transport
+    moved: rx is what the application wrote, tx what it read.  Offloads make
+    one kernel packet carry many of the transport's."""
+    if isinstance(start, str) or isinstance(end, str):
+        return {"error": start if isinstance(start, str) else end}
+    (k0, s0), (k1, s1) = start, end
+    rx, tx = k1.rx_packets - k0.rx_packets, k1.tx_packets - k0.tx_packets
+    sent, received = s1.packets_sent - s0.packets_sent, s1.packets_received - s0.packets_received
+    return {
+        "rx_packets": rx, "tx_packets": tx, "packets_sent": sent, "packets_received": received,
+        "rx_per_packet_sent": rx / sent if sent else None, "tx_per_packet_received": tx / received if received else None,
+    }
+
+
 # -- aiouring: Transport/Protocol -----------------------------------------------
 
 
-async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backend: str = "auto") -> None:
+async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backend: str = "auto", offload: Any = "auto") -> dict:
     import aiouring
 
     class Bounce(aiouring.TunProtocol):
@@ -89,6 +140,8 @@ async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backen
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
+            # here, not after create_tun_connection returns: in read mode a packet can open the window first
+            w.stats = lambda: transport.get_extra_info("stats")
 
         def packets_received(self, packets: list[bytes]) -> None:
             w.open()
@@ -112,7 +165,11 @@ async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backen
                 self.transport.write(packet)
                 w.count += 1
 
-    transport, protocol = await aiouring.create_tun_connection(Bounce, fd=fd, backend=backend)
+    transport, protocol = await aiouring.create_tun_connection(Bounce, fd=fd, backend=backend, offload=offload)
+    if offload is True and "coalesce-udp" not in transport.get_extra_info("offload"):
+        transport.abort()
+        raise RuntimeError(f"offload=True but UDP writes are not coalesced: {sorted(transport.get_extra_info('offload'))}")
+    start = await kernel_span(transport)
     if mode == "bounce":
         for _ in range(IN_FLIGHT):  # primed: the window opens on the first one read back
             transport.write(packet)
@@ -121,12 +178,17 @@ async def aiouring_protocol(fd: int, mode: str, packet: bytes, w: Window, backen
         protocol.fill()
     try:
         await w.wait()
+        return {"kernel": kernel_per_packet(start, await kernel_span(transport))}
     finally:
         transport.abort()
 
 
-async def aiouring_epoll(fd: int, mode: str, packet: bytes, w: Window) -> None:
-    await aiouring_protocol(fd, mode, packet, w, backend="epoll")
+async def aiouring_epoll(fd: int, mode: str, packet: bytes, w: Window) -> dict:
+    return await aiouring_protocol(fd, mode, packet, w, backend="epoll")
+
+
+async def aiouring_offload(fd: int, mode: str, packet: bytes, w: Window) -> dict:
+    return await aiouring_protocol(fd, mode, packet, w, offload=True)
 
 
 # -- aiouring: awaitable Tun ----------------------------------------------------
@@ -303,6 +365,7 @@ CONTENDERS: dict[str, Callable[..., Awaitable[None]]] = {
     "aiouring-tun": aiouring_tun,
     "aiouring-tun-batch": aiouring_tun_batch,
     "aiouring-epoll": aiouring_epoll,
+    "aiouring-offload": aiouring_offload,
     "pipe-transports": pipe_transports,
     "drain-recipe": drain_recipe,
 }
@@ -318,12 +381,12 @@ def main() -> None:
     async def measured() -> dict:
         w = Window(float(seconds))
         try:
-            await contender(int(fd), mode, packet, w)
+            extra = await contender(int(fd), mode, packet, w)
         except Skip as exc:
             return {"skipped": str(exc)}
         w.close()  # contenders that return on their own (drain's write mode) close it here
         assert w.result is not None
-        return w.result
+        return {**w.result, **(extra or {})}
 
     if loop_name == "uvloop":
         import uvloop

@@ -5,7 +5,10 @@
     .venv/bin/python benchmarks/run.py --quick
 
 As root, inside a network namespace this script creates (IPv4 forwarding on,
-ICMP redirects off, IPv6 on as on real hosts), with one TUN (10.9.0.1/24, txqueuelen 10000):
+ICMP redirects off, IPv6 on as on real hosts), with one TUN (aioubench0,
+10.9.0.1/24, txqueuelen 10000) for every contender but the offload one, which
+has its own (aioubench1, 10.9.1.1/24, packets from 10.9.1.2 to 10.9.1.3; see
+below).
 
 Payloads of 64, 200 and 1400 bytes (--sizes), modes bounce, read, write:
 
@@ -20,6 +23,24 @@ Payloads of 64, 200 and 1400 bytes (--sizes), modes bounce, read, write:
   examples/ping_responder.py on aiouring (both backends) against the same
   responder on the add_reader drain recipe.
 
+The offload row (aiouring-offload) runs the same modes on the Transport
+with TUN offloads (``create_tun_connection(fd=..., offload=True)``) on its
+own TUN, opened with IFF_VNET_HDR and TSO/USO on.  Its packets are all
+equal-size UDP packets of one flow, so the packets it writes in one loop
+iteration (in bounce, the answers to the packets of one read) leave in USO
+super-packets of up to 64 KiB (64 packets of 200 B in one, of 1400 B in
+two); the kernel forwards each back unsegmented and one read brings it back,
+split by the library into the packets the protocol sees.  It counts packets
+(segments), like every row, so "× C loop" is its packets/s against the C
+per-packet blocking loop on the plain device (issue 12's target: ≥ 3× in
+bounce, on both loops).  That it really coalesces is shown beside it: the
+kernel writes and reads per packet (the Transport's stats, in the window)
+and the device's own rx/tx packets per packet moved (kernel_counters(), over
+the whole run), both far below 1.  In read mode its sender still sends
+packet by packet, so it reads one per packet; in write mode its writes
+coalesce (and the kernel drops them, as for the others).  It is one of the
+default contenders, so ``--quick`` has it too.
+
 Each contender runs in its own process on a TUN fd handed over by this
 script, and sets everything up (imports, ring, transport, the primed writes
 of a bounce) before its measured window opens on its first packet read back
@@ -28,9 +49,11 @@ window's edges (contenders.py, reference.c).  Contenders alternate within
 each round; the table shows the median of the rounds, a failed or timed-out
 run counting as 0 and shown as "2/3 runs ok" with its error, with ratios to
 the drain recipe on the same loop, to the C blocking loop and to asyncio's
-pipe transports.  aiouring-tun-batch (Tun.read_batch/write_batch) is shown
-as skipped on builds that do not have them.  Every table, the JSON and the
-chart name the commit (with -dirty) and the date.  Results go to
+pipe transports, and, for the Transport contenders, kernel writes / reads
+per packet (device rx / tx packets per packet).  aiouring-tun-batch
+(Tun.read_batch/write_batch) is shown as skipped on builds that do not have
+them.  Every table, the JSON and the chart name the commit (with -dirty) and
+the date.  Results go to
 benchmarks/results/latest.json and latest.png (quick.* with --quick).
 """
 from __future__ import annotations
@@ -38,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -60,7 +84,12 @@ from support.netns import network_namespace, sysctl  # noqa: E402
 
 SRC, DST = "10.9.0.2", "10.9.0.3"
 TUN_ADDRESS = "10.9.0.1/24"
-PYTHON_CONTENDERS = ["aiouring-protocol", "aiouring-tun", "aiouring-tun-batch", "aiouring-epoll", "drain-recipe", "pipe-transports"]
+# the offload contenders' own device: IFF_VNET_HDR with TSO/USO on, its own subnet
+OFFLOAD_SRC, OFFLOAD_DST = "10.9.1.2", "10.9.1.3"
+OFFLOAD_TUN_ADDRESS = "10.9.1.1/24"
+OFFLOAD_CONTENDERS = ["aiouring-offload"]
+PYTHON_CONTENDERS = ["aiouring-protocol", "aiouring-tun", "aiouring-tun-batch", "aiouring-epoll", "aiouring-offload",
+                     "drain-recipe", "pipe-transports"]
 AIOURING = [c for c in PYTHON_CONTENDERS if c.startswith("aiouring")]
 MODES = ["bounce", "read", "write"]
 LOOPS = ["asyncio", "uvloop"]
@@ -82,15 +111,28 @@ def bench_namespace() -> Iterator[str]:
         yield name
 
 
+@dataclasses.dataclass
+class Bench:
+    """A TUN handed to contenders (as an inherited fd) and the addresses of
+    the packets they bounce through it."""
+
+    fd: int
+    src: str
+    dst: str
+
+
 @contextlib.contextmanager
-def bench_tun() -> Iterator[Any]:
-    """The TUN every contender is handed (as an inherited fd)."""
+def bench_tun(name: str = "aioubench0", address: str = TUN_ADDRESS, offload: bool = False) -> Iterator[Any]:
+    """A TUN for the contenders: aioubench0 (plain) for all but the offload
+    ones, which get aioubench1, opened with IFF_VNET_HDR and TSO/USO on."""
     import aiouring
     from pyroute2 import IPRoute
 
-    device = aiouring.TunDevice.open("aioubench0")
+    device = aiouring.TunDevice.open(name, vnet_hdr=offload)
     try:
-        asyncio.run(device.configure(addresses=[TUN_ADDRESS]))
+        if offload:
+            device.enable_offloads(tso=True, uso=True)
+        asyncio.run(device.configure(addresses=[address]))
         with IPRoute() as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname=device.name)[0], txqlen=10000)
         yield device
@@ -130,16 +172,21 @@ def set_forwarding(on: bool) -> None:
 # -- one run ---------------------------------------------------------------------
 
 
-def run_one(contender: str, loop: str, mode: str, size: int, seconds: float, fd: int) -> dict:
-    """One process running one contender; returns packets, seconds and cpu
-    measured inside its window (see contenders.py), plus "error" for a run
-    that failed (its packets are 0) or "skipped" with the reason."""
-    packet = udp(SRC, DST, 1000, 2000, b"\xab" * size)
+def run_one(contender: str, loop: str, mode: str, size: int, seconds: float, bench: Bench | str) -> dict:
+    """One process running one contender on ``bench`` (or the reason its
+    device could not be opened: the run fails with it); returns packets,
+    seconds and cpu measured inside its window (see contenders.py), plus
+    "error" for a run that failed (its packets are 0) or "skipped" with the
+    reason."""
+    if isinstance(bench, str):
+        return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": bench}
+    fd = bench.fd
+    packet = udp(bench.src, bench.dst, 1000, 2000, b"\xab" * size)
     drain(fd)
     set_forwarding(mode == "bounce")
     sender = None
     if mode == "read":
-        sender = subprocess.Popen([build_c("sender"), DST, str(size), str(seconds + 2)])
+        sender = subprocess.Popen([build_c("sender"), bench.dst, str(size), str(seconds + 2)])
         time.sleep(0.1)
     try:
         if contender == "c-blocking":
@@ -155,7 +202,10 @@ def run_one(contender: str, loop: str, mode: str, size: int, seconds: float, fd:
             sender.kill()
             sender.wait()
     if proc.returncode != 0 or not proc.stdout.strip():
-        return {"packets": 0, "seconds": seconds, "cpu": 0.0, "error": f"exit {proc.returncode}: " + (proc.stderr.strip()[-300:] or "no output")}
+        # the error is the traceback's last line (one line: it goes into the table); the JSON keeps the tail
+        stderr = proc.stderr.strip()
+        return {"packets": 0, "seconds": seconds, "cpu": 0.0, "stderr": stderr[-2000:],
+                "error": f"exit {proc.returncode}: " + (stderr.splitlines()[-1][-300:] if stderr else "no output")}
     line = proc.stdout.strip().splitlines()[-1]
     if contender == "c-blocking":
         packets, wall, cpu = line.split()
@@ -246,20 +296,52 @@ def summarize(mode: str, size: int, contender: str, loop: str, rs: list[dict]) -
     ok = [x for x in rs if "error" not in x and x["packets"] > 0 and x["seconds"] > 0]
     rates = [x["packets"] / x["seconds"] if x in ok else 0.0 for x in rs]
     cpu_per_m = [x["cpu"] / x["packets"] * 1e6 for x in ok]
+
+    def median_of(values: list[Any]) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
     entry.update(
         pps=statistics.median(rates) if rates else 0.0,
         pps_runs=rates,
         cpu_s_per_mpkt=statistics.median(cpu_per_m) if cpu_per_m else None,
         runs_ok=len(ok), runs_total=len(rs),
         errors=[x.get("error", "moved no packets") for x in rs if x not in ok],
+        # kernel calls per packet, for the contenders that count them (the Transport's stats, in the window)
+        writes_per_packet=median_of([x.get("writes_per_packet") for x in ok]),
+        reads_per_packet=median_of([x.get("reads_per_packet") for x in ok]),
+        # the device's own packet counts per packet moved (whole run, set-up included)
+        kernel_rx_per_packet=median_of([x.get("kernel", {}).get("rx_per_packet_sent") for x in ok]),
+        kernel_tx_per_packet=median_of([x.get("kernel", {}).get("tx_per_packet_received") for x in ok]),
     )
     return entry
 
 
+def per_packet(r: dict) -> str:
+    """Kernel calls and device packets per packet, where the contender counted them."""
+    def f(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    if r.get("writes_per_packet") is None and r.get("reads_per_packet") is None:
+        return "–"
+    out = f"{f(r['writes_per_packet'])} / {f(r['reads_per_packet'])}"
+    if r.get("kernel_rx_per_packet") is not None or r.get("kernel_tx_per_packet") is not None:
+        out += f" (device {f(r['kernel_rx_per_packet'])} / {f(r['kernel_tx_per_packet'])})"
+    return out
+
+
 def run_matrix(modes: list[str], sizes: list[int], loops: list[str], contenders: list[str], seconds: float, rounds: int, log: Any = print) -> list[dict]:
     results = []
-    with bench_tun() as device:
-        fd = device.fileno()
+    with contextlib.ExitStack() as stack:
+        plain = stack.enter_context(bench_tun())
+        benches: dict[str, Bench | str] = {"": Bench(plain.fileno(), SRC, DST)}
+        if any(c in OFFLOAD_CONTENDERS for c in contenders):
+            try:
+                device = stack.enter_context(bench_tun("aioubench1", OFFLOAD_TUN_ADDRESS, offload=True))
+                benches["offload"] = Bench(device.fileno(), OFFLOAD_SRC, OFFLOAD_DST)
+            except (OSError, ValueError) as exc:
+                benches["offload"] = f"offload device: {exc}"  # each of its runs fails with this, shown in the table
+                log(f"  {benches['offload']}")
         for mode in modes:
             for size in sizes:
                 runs: dict[tuple[str, str], list[dict]] = {}
@@ -271,14 +353,17 @@ def run_matrix(modes: list[str], sizes: list[int], loops: list[str], contenders:
                         previous = runs.setdefault((contender, loop), [])
                         if previous and "skipped" in previous[0]:
                             continue  # once is enough to know
-                        previous.append(run_one(contender, loop, mode, size, seconds, fd))
+                        bench = benches["offload" if contender in OFFLOAD_CONTENDERS else ""]
+                        previous.append(run_one(contender, loop, mode, size, seconds, bench))
                 for (contender, loop), rs in runs.items():
                     entry = summarize(mode, size, contender, loop, rs)
                     results.append(entry)
                     if entry.get("skipped"):
                         log(f"  {mode:6} {size:5}B {contender:18} {loop:8} skipped: {entry['skipped']}")
                     else:
+                        calls = per_packet(entry)
                         log(f"  {mode:6} {size:5}B {contender:18} {loop:8} {entry['pps']:>12,.0f} pkt/s  {entry['runs_ok']}/{entry['runs_total']} runs ok"
+                            + (f"  writes/reads per pkt {calls}" if calls != "–" else "")
                             + (f"  ({entry['errors'][0][:80]})" if entry["errors"] else ""))
     return results
 
@@ -297,8 +382,11 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def winners(results: list[dict]) -> list[str]:
-    """Which aiouring contender moved the most packets, per (mode, size, loop)."""
+    """Which aiouring contender moved the most packets, per (mode, size, loop),
+    among the per-packet ones: the offload row moves super-packets on a
+    device of its own, so it would always win and hide which backend does."""
     lines = []
+    results = [r for r in results if r["contender"] != "aiouring-offload"]
     keys = sorted({(r["mode"], r["size"], r["loop"]) for r in results if r["contender"] in AIOURING},
                   key=lambda k: (MODES.index(k[0]) if k[0] in MODES else 9, k[1], k[2]))
     for mode, size, loop in keys:
@@ -312,6 +400,16 @@ def winners(results: list[dict]) -> list[str]:
     return lines
 
 
+OFFLOAD_NOTE = (
+    "aiouring-offload: the Transport with TUN offloads on its own device (IFF_VNET_HDR, TSO/USO on), "
+    "packets counted as segments, as the protocol sees them: its writes in one loop iteration leave as "
+    "USO super-packets and (bounce) come back whole, so its kernel writes and reads per packet, and the "
+    "device's own rx/tx packets per packet, are far below 1 (in read mode the sender sends packet by "
+    "packet: one read each). The C loop and the other contenders write and read one packet per kernel "
+    "call on the plain device."
+)
+
+
 def table(results: list[dict], meta: dict) -> str:
     """A markdown table per mode, then which aiouring contender won where."""
 
@@ -323,19 +421,23 @@ def table(results: list[dict], meta: dict) -> str:
         out += [
             f"**{mode}** ({label(meta)}; median of {meta['rounds']} runs of {meta['seconds']:g} s, a failed run counts as 0)",
             "",
-            "| payload | contender | loop | packets/s | × drain recipe (same loop) | × C loop | × pipes (asyncio) | CPU s / Mpkt | runs ok |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|",
+            "| payload | contender | loop | packets/s | × drain recipe (same loop) | × C loop | × pipes (asyncio) | CPU s / Mpkt "
+            "| writes / reads per pkt (device rx / tx) | runs ok |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
-        for r in [r for r in results if r["mode"] == mode]:
+        rows = [r for r in results if r["mode"] == mode]
+        for r in rows:
             if r.get("skipped"):
-                out.append(f"| {r['size']} B | {r['contender']} | {r['loop']} | skipped: {r['skipped']} | | | | | – |")
+                out.append(f"| {r['size']} B | {r['contender']} | {r['loop']} | skipped: {r['skipped']} | | | | | | – |")
                 continue
             runs = f"{r['runs_ok']}/{r['runs_total']}" + (f" ({r['errors'][0][:70]})" if r["errors"] else "")
             out.append(
                 f"| {r['size']} B | {r['contender']} | {r['loop']} | {r['pps']:,.0f} | "
-                f"{f(r['x_drain'])} | {f(r['x_c'])} | {f(r['x_pipe_asyncio'])} | {f(r['cpu_s_per_mpkt'])} | {runs} |"
+                f"{f(r['x_drain'])} | {f(r['x_c'])} | {f(r['x_pipe_asyncio'])} | {f(r['cpu_s_per_mpkt'])} | {per_packet(r)} | {runs} |"
             )
         out.append("")
+        if any(r["contender"] in OFFLOAD_CONTENDERS for r in rows):
+            out += [OFFLOAD_NOTE, ""]
     out.append("Best aiouring contender per mode, payload and loop:")
     out += winners(results)
     return "\n".join(out)

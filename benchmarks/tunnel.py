@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument("--only", default=None, help="run only the contenders whose names contain one of these comma-separated words")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 50 pings: checks that every contender works")
     parser.add_argument("--out", default=None, help="path prefix for .json and .png (default: results/tunnel, or results/tunnel-quick with --quick)")
     args = parser.parse_args(argv)
@@ -293,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install iperf3 wireguard-tools)", file=sys.stderr)
         return 1
+    global CONTENDERS
+    if args.only:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        CONTENDERS = [(n, spec) for n, spec in CONTENDERS if any(w in n for w in words)]
+        if not CONTENDERS:
+            parser.error(f"--only {args.only!r} matches no contender")
     stamped = stamp()
     print(f"measured on {label(stamped)}", flush=True)
     binaries: dict = {}

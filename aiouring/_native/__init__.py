@@ -303,6 +303,15 @@ class NativeRing:
             self._r = None
             lib.aiou_ring_close(r)
 
+    def forget(self) -> None:
+        """In a child after fork(): free this process's copy, leaving the
+        ring (still the parent's) untouched."""
+        if self._r is not None:
+            r = self._r
+            self._final = _Final(r.submitted, r.reaped, r.submit_calls, r.overflows, r.split_errors)
+            self._r = None
+            lib.aiou_ring_forget(r)
+
 
 class _Final:
     """A closed ring's counters."""

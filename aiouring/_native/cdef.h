@@ -46,6 +46,7 @@ struct aiou_ring {
 int aiou_ring_open(struct aiou_ring **out, unsigned entries,
                    unsigned cq_entries, unsigned flags);
 void aiou_ring_close(struct aiou_ring *r);
+void aiou_ring_forget(struct aiou_ring *r);
 
 int aiou_prep_nop(struct aiou_ring *r, uint64_t ud);
 int aiou_prep_read(struct aiou_ring *r, int fd, void *buf, unsigned nbytes,

@@ -77,12 +77,25 @@ void aiou_ring_close(struct aiou_ring *r)
     if (!r)
         return;
     io_uring_unregister_eventfd(&r->ring);
-    for (i = 0; i < r->ngroups; i++) {
-        if (r->groups[i]) {
+    for (i = 0; i < r->ngroups; i++)
+        if (r->groups[i])
             io_uring_unregister_buf_ring(&r->ring, i);
+    aiou_ring_forget(r);
+}
+
+/* Free this process's copy of a ring inherited across fork() without
+ * touching the ring itself, which the parent still uses: no unregistering,
+ * no cancels; only the mappings, fds and memory of this process go. */
+void aiou_ring_forget(struct aiou_ring *r)
+{
+    unsigned i;
+
+    if (!r)
+        return;
+    for (i = 0; i < r->ngroups; i++)
+        if (r->groups[i])
             bufring_free(r->groups[i]);
-        }
-    }
+    r->ngroups = 0;
     io_uring_queue_exit(&r->ring);
     /* Batches still listed here had SQEs the kernel never completed; the
      * ring is gone now, so nothing can write through them any more. */

@@ -357,6 +357,8 @@ class FakeKernel:
             self.closed = True
             os.close(self.eventfd)
 
+    forget = close  # after fork: the fake kernel is this process's own
+
     # -- the fake kernel's behaviour -----------------------------------------------------
 
     def _signal(self) -> None:
