@@ -11,9 +11,10 @@ import socket
 import aiouring
 from support.udp import Recorder
 from support.wait import wait_for_condition
+from aiouring import Backend
 
 
-async def test_a_child_closing_the_inherited_ring_leaves_the_parent_receiving(backend):
+async def test_a_child_closing_the_inherited_ring_leaves_the_parent_receiving(backend: Backend) -> None:
     transport, protocol = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
     ring = transport.get_extra_info("ring")
     address = transport.get_extra_info("sockname")
