@@ -39,14 +39,14 @@ class Responder(aiouring.TunProtocol):
         self.transport: aiouring.TunTransport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: aiouring.TunTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: aiouring.TunTransport) -> None:  # type: ignore[override]  # asyncio types it BaseTransport; a TUN protocol is given a TunTransport
         self.transport = transport
 
     def packets_received(self, packets: list[bytes]) -> None:
         for packet in packets:
             reply = echo_reply(packet)
             if reply is not None:
-                self.transport.write(reply)  # type: ignore[union-attr]
+                self.transport.write(reply)  # type: ignore[union-attr]  # set by connection_made, which comes first
                 self.answered += 1
 
     def connection_lost(self, exc: BaseException | None) -> None:

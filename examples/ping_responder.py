@@ -27,7 +27,7 @@ class PingResponder(aiouring.TunProtocol):
         self.transport: aiouring.TunTransport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: aiouring.TunTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: aiouring.TunTransport) -> None:  # type: ignore[override]  # asyncio types it BaseTransport; a TUN protocol is given a TunTransport
         self.transport = transport
 
     def packets_received(self, packets: list[bytes]) -> None:
@@ -36,7 +36,7 @@ class PingResponder(aiouring.TunProtocol):
             if reply is None:
                 self.ignored += 1
             else:
-                self.transport.write(reply)  # type: ignore[union-attr]
+                self.transport.write(reply)  # type: ignore[union-attr]  # set by connection_made, which comes first
                 self.answered += 1
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -117,12 +117,12 @@ def parse(text: str) -> Config:
             raise ConfigError(f"line {number}: {exc}") from None
     if "private_key" not in interface:
         raise ConfigError("[Interface] needs a PrivateKey")
-    config = Config(**interface)  # type: ignore[arg-type]
+    config = Config(**interface)  # type: ignore[arg-type]  # the parsed section: its values checked by _set
     seen = set()
     for p in peers:
         if "public_key" not in p:
             raise ConfigError("every [Peer] needs a PublicKey")
-        peer = PeerConfig(**p)  # type: ignore[arg-type]
+        peer = PeerConfig(**p)  # type: ignore[arg-type]  # the parsed section: its values checked by _set
         if peer.public_key in seen:
             raise ConfigError("the same PublicKey in two [Peer] sections")
         seen.add(peer.public_key)

@@ -493,7 +493,7 @@ class Device:
                 drops["no_route"] += 1
                 continue
             if peer is batch_peer:
-                peer_batch.append(packet)  # type: ignore[union-attr]
+                peer_batch.append(packet)  # type: ignore[union-attr]  # a list whenever batch_peer is set
             elif batch_peer is None:
                 batch_peer, peer_batch = peer, [packet]
             else:
@@ -501,7 +501,7 @@ class Device:
                     others = {}
                 others.setdefault(peer, []).append(packet)
         if batch_peer is not None:
-            batch_peer.send_packets(peer_batch, now)  # type: ignore[arg-type]
+            batch_peer.send_packets(peer_batch, now)  # type: ignore[arg-type]  # a list whenever batch_peer is set
         if others:
             for peer, batch in others.items():
                 peer.send_packets(batch, now)
