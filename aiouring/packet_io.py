@@ -192,8 +192,14 @@ class SinkBase:
     def emit(self) -> None:
         """Hand what is queued to the kernel (called by the ring's flush)."""
         self._queued = False
-        while self._data and not self._blocked and not self.closed:
-            n = min(len(self._data), MAX_BATCH)
+        # Only what was queued when the flush came: a progress callback may
+        # write more (a protocol refilling in resume_writing, called from
+        # inside a synchronous hand-over on epoll); that waits for the next
+        # flush instead of keeping this one, and the loop, busy for ever.
+        todo = len(self._data)
+        while todo > 0 and self._data and not self._blocked and not self.closed:
+            n = min(todo, len(self._data), MAX_BATCH)
+            todo -= n
             if n == len(self._data):
                 data, lens, addrs, alens = self._data, self._lens, self._addrs, self._alens
                 self._data, self._lens, self._addrs, self._alens = [], array("I"), [], array("H")

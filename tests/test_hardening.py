@@ -230,3 +230,50 @@ def test_ring_outside_a_running_loop_raises_only_the_runtime_error() -> None:
 
     gc.collect()
 
+
+
+@pytest.mark.timeout(30)
+async def test_a_protocol_refilling_in_resume_writing_leaves_the_loop_running(netns: str, backend: Backend) -> None:
+    """Found by the write benchmark: on epoll the hand-over is synchronous, so
+    resume_writing() came from inside the flush, the protocol wrote more,
+    and the flush kept going with the new packets: the loop never ran again.
+    A flush now hands over only what was queued when it started."""
+
+    class Filler(aiouring.TunProtocol):
+        def __init__(self) -> None:
+            self.paused = False
+            self.written = 0
+            self.resumed = 0
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def pause_writing(self) -> None:
+            self.paused = True
+
+        def resume_writing(self) -> None:
+            self.resumed += 1
+            self.fill()
+
+        def fill(self) -> None:
+            self.paused = False
+            packet = bytes.fromhex("4500001c0000400040110000") + bytes([10, 32, 0, 1, 10, 32, 0, 9]) + bytes(8)
+            while not self.paused and not self.transport.is_closing():
+                self.transport.write(packet)
+                self.written += 1
+
+    transport, protocol = await aiouring.create_tun_connection(
+        Filler, addresses=["10.32.0.1/24"], backend=backend, offload=False
+    )
+    transport.set_write_buffer_limits(high=64 * 40)
+    protocol.fill()
+    ticks = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline:
+        await asyncio.sleep(0.01)  # the loop must keep coming back here
+        ticks += 1
+    assert ticks >= 10
+    assert protocol.resumed >= 10 and protocol.written > 640
+    transport.abort()
+    await transport.wait_closed()
