@@ -15,7 +15,7 @@ import uvloop  # a test dependency: the suite runs every loop-facing test on it
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from support.netns import network_namespace, open_fds  # noqa: E402
+from support.netns import network_namespace, open_fds, sysctl  # noqa: E402
 
 if TYPE_CHECKING:
     from aiouring import Backend
@@ -114,6 +114,18 @@ def netns_forwarding() -> Iterator[str]:
     """A fresh network namespace with IPv4 forwarding on."""
     with network_namespace(forwarding=True) as name:
         yield name
+
+
+@pytest.fixture
+def forwarding() -> Iterator[None]:
+    """A namespace where packets a TUN on 10.9.0.0/24 writes to 10.9.0.3
+    from 10.9.0.2 are forwarded straight back out of it (no redirects, no
+    reverse-path filter)."""
+    with network_namespace(forwarding=True):
+        for scope in ("all", "default"):
+            sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
+            sysctl(f"net/ipv4/conf/{scope}/rp_filter", "0")
+        yield
 
 
 @pytest.fixture(params=["uring", "epoll"])

@@ -22,16 +22,6 @@ from aiouring import Backend
 from typing import Iterator
 
 
-@pytest.fixture
-def forwarding() -> Iterator[None]:
-    """A namespace that forwards 10.9.0.2 -> 10.9.0.3 straight back out of the TUN."""
-    with network_namespace(forwarding=True):
-        for scope in ("all", "default"):
-            sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
-            sysctl(f"net/ipv4/conf/{scope}/rp_filter", "0")
-        yield
-
-
 async def test_open_tun_uses_offloads_and_the_application_sees_ordinary_packets(forwarding: None, backend: Backend) -> None:
     tun = await aiouring.open_tun(addresses=["10.9.0.1/24"], backend=backend, txqueuelen=4096)
     assert {"tso4", "tso6", "coalesce-tcp"} <= tun.get_extra_info("offload")

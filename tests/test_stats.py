@@ -11,21 +11,9 @@ import aiouring
 from aiouring.testing import fake_tun_connection
 from packets import udp, udp_payload
 from support.harness import RecordingProtocol
-from support.netns import network_namespace, sysctl
 from support.traffic import is_own
 from support.wait import wait_for_condition
 from aiouring import Backend
-from typing import Iterator
-
-
-@pytest.fixture
-def forwarding() -> Iterator[None]:
-    """A namespace that forwards 10.9.0.2 -> 10.9.0.3 straight back out of the TUN."""
-    with network_namespace(forwarding=True):
-        for scope in ("all", "default"):
-            sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
-            sysctl(f"net/ipv4/conf/{scope}/rp_filter", "0")
-        yield
 
 
 @pytest.mark.parametrize("offload", [True, False])

@@ -11,41 +11,7 @@ import aiouring
 from support.wait import wait_for_condition
 from aiouring import Backend
 from typing import Any, Callable, cast
-from support.udp import EndpointFactory
-
-
-class Recorder(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.datagrams: list[tuple[bytes, object]] = []
-        self.errors: list[Exception] = []
-        self.events: list[str] = []
-        self.arrived = asyncio.Event()
-        self.lost = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.events.append("connection_made")
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        assert not self.lost.done()
-        self.datagrams.append((data, addr))
-        self.arrived.set()
-
-    def error_received(self, exc: Exception) -> None:
-        self.errors.append(exc)
-        self.arrived.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.append("connection_lost")
-        self.lost.set_result(exc)
-
-    async def wait(self, n: int, timeout: float = 5) -> None:
-        async def until() -> None:
-            while len(self.datagrams) + len(self.errors) < n:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-        await asyncio.wait_for(until(), timeout)
+from support.udp import EndpointFactory, Recorder
 
 
 @pytest.fixture(params=["asyncio-stdlib", "uring", "epoll"])
@@ -146,7 +112,7 @@ async def test_sending_on_a_closed_connected_transport_is_dropped(endpoint: Endp
     other_t.sendto(b"sentinel")
     await server.wait(1)
     assert [d for d, _ in server.datagrams] == [b"sentinel"]
-    assert client.events == ["connection_made", "connection_lost"]
+    assert [e for e in client.events if isinstance(e, str)] == ["connection_made", "connection_lost"]
     other_t.close()
     server_t.close()
     await server.lost
@@ -190,20 +156,13 @@ async def test_abort_calls_connection_lost_once(endpoint: EndpointFactory) -> No
     transport.abort()
     for _ in range(3):
         await asyncio.sleep(0)  # a second connection_lost would be scheduled by now
-    assert protocol.events == ["connection_made", "connection_lost"]
+    assert [e for e in protocol.events if isinstance(e, str)] == ["connection_made", "connection_lost"]
 
 
 @pytest.mark.parametrize("backend", ["uring", "epoll"])
 async def test_every_accepted_byte_counts_for_flow_control(backend: Backend) -> None:
-    class Paused(Recorder):
-        def pause_writing(self) -> None:
-            self.events.append("pause_writing")
-
-        def resume_writing(self) -> None:
-            self.events.append("resume_writing")
-
     server_t, server = await aiouring.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), backend=backend)
-    client_t, client = await aiouring.create_datagram_endpoint(Paused, remote_addr=server_t.get_extra_info("sockname"), backend=backend)
+    client_t, client = await aiouring.create_datagram_endpoint(Recorder, remote_addr=server_t.get_extra_info("sockname"), backend=backend)
     client_t.set_write_buffer_limits(high=100, low=10)
     for i in range(20):
         client_t.sendto(b"x" * 50)
