@@ -21,12 +21,16 @@ EndpointKind = Literal["tun", "udp"]
 BACKENDS: tuple[Backend, ...] = ("auto", "uring", "epoll")
 
 # What "auto" picks for each kind of endpoint when io_uring is available, and
-# why: the figures are this project's bounce and tunnel benchmarks on kernel
-# 6.18 (README, "Benchmarks"); the tie-breaker is the io_uring path, which
-# submits TUN and UDP writes of one loop iteration in one system call.
+# why: this project's benchmarks on kernel 6.18 (README, "Benchmarks").  TUN:
+# in the per-packet bounce neither backend wins consistently (within ±10%,
+# either way by loop and size, commit 248b134); the tie goes to io_uring,
+# which submits the TUN writes of one loop iteration in one system call.
+# UDP: the tunnel benchmark (TUN + UDP, offloads on) moved 1.12x as much with
+# the epoll backend as with io_uring, encrypted and plain (commit 22f5e59);
+# why was not profiled (a GSO send is one sendmsg either way).
 AUTO_CHOICE: dict[str, tuple[Chosen, str]] = {
-    "tun": ("uring", "io_uring: TUN writes batched into the loop's one io_uring_enter (bounce benchmark)"),
-    "udp": ("uring", "io_uring: one multishot recvmsg and batched sends (tunnel benchmark)"),
+    "tun": ("uring", "io_uring: TUN writes batched into the loop's one io_uring_enter (bounce benchmark: a tie)"),
+    "udp": ("epoll", "epoll: batched sendmsg/recvmsg in one native call (tunnel benchmark: 1.12x io_uring)"),
 }
 
 # Per loop, per backend: the default ring, held weakly (a ring holds its loop,
