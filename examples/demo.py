@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import aiouring  # noqa: E402
-from run import bench_namespace, bench_tun, run_one  # type: ignore[import-not-found]  # noqa: E402  # benchmarks/run.py, on sys.path above; not type-checked
+from run import DST, SRC, Bench, bench_namespace, bench_tun, run_one  # type: ignore[import-not-found]  # noqa: E402  # benchmarks/run.py, on sys.path above; not type-checked
 
 
 def step(title: str) -> None:
@@ -55,7 +55,7 @@ def main() -> int:
         rows = {}
         with bench_tun() as device:
             for name in ("aiouring-protocol", "aiouring-epoll", "aiouring-tun", "drain-recipe", "pipe-transports"):
-                result = run_one(name, "asyncio", "bounce", 64, 2.0, device.fileno())
+                result = run_one(name, "asyncio", "bounce", 64, 2.0, Bench(device.fileno(), SRC, DST))
                 rows[name] = result["packets"] / result["seconds"] if "error" not in result else 0.0
                 error = f"  (failed: {result['error'][:80]})" if "error" in result else ""
                 print(f"  {name:20} {rows[name]:>10,.0f} packets/s{error}", flush=True)
