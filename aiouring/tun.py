@@ -154,19 +154,26 @@ class Tun:
                 return packet
             if proto.lost:
                 raise self._lost_error()
-            fut = self._loop.create_future()
-            proto.waiters.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    proto.wake_next()  # we were woken for a packet we will not take
-                else:
-                    try:
-                        proto.waiters.remove(fut)
-                    except ValueError:
-                        pass
-                raise
+            await self._wait_for_packets()
+
+    async def _wait_for_packets(self) -> None:
+        """Until the protocol wakes this reader (a packet, close or loss).  A
+        reader cancelled after it was woken passes the wake-up on, so the
+        packet it will not take is not left waiting."""
+        proto = self._protocol
+        fut = self._loop.create_future()
+        proto.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                proto.wake_next()  # we were woken for a packet we will not take
+            else:
+                try:
+                    proto.waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
 
     async def read_batch(self, max_packets: int = 64) -> list[bytes]:
         """At least one packet and at most ``max_packets``, in order: what is
@@ -182,19 +189,7 @@ class Tun:
                 raise ClosedError(f"TUN device {self._name} is closed")
             if proto.lost:
                 raise self._lost_error()
-            fut = self._loop.create_future()
-            proto.waiters.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    proto.wake_next()
-                else:
-                    try:
-                        proto.waiters.remove(fut)
-                    except ValueError:
-                        pass
-                raise
+            await self._wait_for_packets()
         if self._closed:
             raise ClosedError(f"TUN device {self._name} is closed")
         if len(queue) <= max_packets:

@@ -521,6 +521,29 @@ static int build_outputs(struct aiou_batch *b, unsigned kind, unsigned flags, un
     return (int)nout;
 }
 
+/* Check a batch's arguments and lay out its outputs (merged where the
+ * offloads allow): the number of outputs, with *bp the new batch, or -errno. */
+static int plan_batch(struct aiou_batch **bp, unsigned kind, unsigned flags, unsigned gso_max,
+                      const unsigned char *data, const uint32_t *lens, unsigned n,
+                      const unsigned char *addrs, const uint16_t *addrlens)
+{
+    struct aiou_batch *b;
+    int nout;
+
+    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM || (kind == AIOU_KIND_DATAGRAM && !addrlens))
+        return -EINVAL;
+    b = batch_new(n, flags);
+    if (!b)
+        return -ENOMEM;
+    nout = build_outputs(b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
+    if (nout < 0) {
+        free(b);
+        return nout;
+    }
+    *bp = b;
+    return nout;
+}
+
 static void prep_output(struct io_uring_sqe *sqe, int fd, unsigned kind, struct aiou_out *o)
 {
     if (kind == AIOU_KIND_DATAGRAM)
@@ -547,16 +570,9 @@ int aiou_emit(struct aiou_ring *r, int fd, unsigned kind, unsigned flags,
     *planned = 0;
     if (!n)
         return 0;
-    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM || (kind == AIOU_KIND_DATAGRAM && !addrlens))
-        return -EINVAL;
-    b = batch_new(n, flags);
-    if (!b)
-        return -ENOMEM;
-    nout = build_outputs(b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
-    if (nout < 0) {
-        free(b);
+    nout = plan_batch(&b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
+    if (nout < 0)
         return nout;
-    }
     ret = slot_alloc(r, &b->slot);
     if (ret < 0) {
         free(b);
@@ -1159,16 +1175,9 @@ int aiou_send_batch(int fd, unsigned kind, unsigned flags, unsigned gso_max,
     *writes = 0;
     if (!n)
         return 0;
-    if (n > AIOU_MAX_BATCH || kind > AIOU_KIND_DATAGRAM || (kind == AIOU_KIND_DATAGRAM && !addrlens))
-        return -EINVAL;
-    b = batch_new(n, flags);
-    if (!b)
-        return -ENOMEM;
-    nout = build_outputs(b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
-    if (nout < 0) {
-        free(b);
+    nout = plan_batch(&b, kind, flags, gso_max, data, lens, n, addrs, addrlens);
+    if (nout < 0)
         return nout;
-    }
     for (i = 0; i < n; i++)
         errs[i] = 0;
     for (i = 0; i < (unsigned)nout; i++) {
